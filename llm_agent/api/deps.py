@@ -1,0 +1,48 @@
+"""FastAPI dependencies: what routes get from the app, and the bearer-token guard."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from llm_agent.errors import Unauthorized
+from llm_agent.generation import Generator
+from llm_agent.metrics import Metrics
+from llm_agent.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_generator(request: Request) -> Generator:
+    return request.app.state.generator
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def get_request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+GeneratorDep = Annotated[Generator, Depends(get_generator)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RequestIdDep = Annotated[str | None, Depends(get_request_id)]
+
+
+def require_token(request: Request, settings: SettingsDep) -> None:
+    """Guard every non-public route when LLM_AGENT_TOKEN is set."""
+    expected = settings.llm_agent_token
+    if not expected:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), expected.encode()
+    ):
+        raise Unauthorized("a valid 'Authorization: Bearer <LLM_AGENT_TOKEN>' header is required")

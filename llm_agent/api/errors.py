@@ -1,0 +1,82 @@
+"""The error envelope, and the one place where errors become HTTP responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from llm_agent.errors import AgentError
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+
+
+def error_body(
+    code: str, message: str, request_id: str | None, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    request.app.state.metrics.errors.labels(code).inc()
+    request_id = getattr(request.state, "request_id", None)
+    return JSONResponse(
+        error_body(code, message, request_id, details), status_code=status, headers=headers
+    )
+
+
+def agent_error_response(request: Request, exc: AgentError) -> JSONResponse:
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return error_response(
+        request, exc.status_code, exc.code, exc.message, exc.details, headers or None
+    )
+
+
+def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    details = []
+    for error in exc.errors():
+        location = [str(part) for part in error.get("loc", ()) if part != "body"]
+        details.append({
+            "field": ".".join(location) or "body",
+            "message": error.get("msg", "invalid value"),
+            "type": error.get("type", "value_error"),
+        })
+    return details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AgentError)
+    async def _agent_error(request: Request, exc: AgentError) -> JSONResponse:
+        return agent_error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = validation_details(exc)
+        if any(d["type"] == "json_invalid" for d in details):
+            message = "the request body is not valid JSON"
+        else:
+            message = "invalid value for " + ", ".join(d["field"] for d in details)
+        return error_response(request, 422, "invalid_request", message, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return error_response(request, exc.status_code, code, str(exc.detail), None,
+                              dict(exc.headers) if exc.headers else None)

@@ -1,0 +1,129 @@
+"""Per-request plumbing as plain ASGI (safe for streaming responses).
+
+Request id in and out, a body-size limit, the access log line, the latency
+histogram, and a last-resort 500 envelope that never leaks a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+from loguru import logger
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llm_agent.api.errors import error_body
+from llm_agent.metrics import Metrics
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            return candidate if _VALID_REQUEST_ID.match(candidate) else None
+    return None
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = incoming_request_id(scope) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started_at = time.perf_counter()
+        response_started = False
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal response_started, status
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        with logger.contextualize(request_id=request_id):
+            try:
+                replay = await self._read_body(scope, receive)
+                if replay is None:
+                    await self._send_error(send_with_id, request_id, 413, "payload_too_large",
+                                           f"the request body exceeds {self.max_body_bytes} bytes")
+                else:
+                    await self.app(scope, replay, send_with_id)
+            except Exception:
+                logger.exception("unhandled error while serving the request")
+                if response_started:
+                    raise
+                await self._send_error(send_with_id, request_id, 500, "internal_error",
+                                       "an unexpected error occurred; see the service logs")
+            finally:
+                elapsed = time.perf_counter() - started_at
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                self.metrics.request_duration.labels(scope["method"], template, status).observe(
+                    elapsed
+                )
+                latency_ms = round(elapsed * 1000, 1)
+                logger.bind(method=scope["method"], path=scope["path"], status=status,
+                            latency_ms=latency_ms).info(
+                    "{} {} {} {}ms", scope["method"], scope["path"], status, latency_ms
+                )
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> Receive | None:
+        """Buffer the body within the limit and hand the app a receive that replays it."""
+        if scope["method"] not in _BODY_METHODS:
+            return receive
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
+                return None
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return receive
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
+
+    async def _send_error(
+        self, send: Send, request_id: str, status: int, code: str, message: str
+    ) -> None:
+        self.metrics.errors.labels(code).inc()
+        payload: dict[str, Any] = error_body(code, message, request_id)
+        body = json.dumps(payload).encode()
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode())],
+        })
+        await send({"type": "http.response.body", "body": body})

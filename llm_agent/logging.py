@@ -1,0 +1,42 @@
+"""Loguru set-up: one sink, optional JSON lines, stdlib and uvicorn logs routed in."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+
+from loguru import logger
+
+
+class _InterceptHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        frame, depth = inspect.currentframe(), 0
+        while frame and (depth == 0 or frame.f_code.co_filename == logging.__file__):
+            frame = frame.f_back
+            depth += 1
+        logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
+
+
+def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
+    logger.remove()
+    logger.configure(extra={"request_id": "-"})
+    if json_lines:
+        logger.add(sys.stderr, level=level.upper(), serialize=True)
+    else:
+        logger.add(
+            sys.stderr,
+            level=level.upper(),
+            format="{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[request_id]} | {message}",
+        )
+    logging.basicConfig(handlers=[_InterceptHandler()], level=0, force=True)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        stdlib_logger = logging.getLogger(name)
+        stdlib_logger.handlers = []
+        stdlib_logger.propagate = True
+    # Our middleware writes the access line, with the request id and latency.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

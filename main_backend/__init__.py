@@ -1,0 +1,3 @@
+"""Stubichat's chat and thread API."""
+
+__version__ = "0.1.0"
