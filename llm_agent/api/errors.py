@@ -71,6 +71,8 @@ def install_error_handlers(app: FastAPI) -> None:
         details = validation_details(exc)
         if any(d["type"] == "json_invalid" for d in details):
             message = "the request body is not valid JSON"
+        elif any(d["field"] == "body" for d in details):
+            message = "the request body must be a JSON object"
         else:
             message = "invalid value for " + ", ".join(d["field"] for d in details)
         return error_response(request, 422, "invalid_request", message, details)

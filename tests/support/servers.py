@@ -74,7 +74,8 @@ class ServiceProcess:
         raise RuntimeError(f"{self.url} did not start:\n{self.output()}")
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:

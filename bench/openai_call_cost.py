@@ -1,0 +1,89 @@
+"""CPU cost of one upstream call as the prompt grows: our provider vs the typed SDK call.
+
+The fake upstream runs in its own process so only the client side is measured.
+
+    .venv/bin/python bench/openai_call_cost.py [--calls 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx2
+from openai import AsyncOpenAI
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from llm_agent.providers.base import GenerationParams  # noqa: E402
+from llm_agent.providers.openai import OpenAIProvider  # noqa: E402
+from llm_agent.settings import Settings  # noqa: E402
+
+
+def prompt(size: int) -> list[dict[str, str]]:
+    turns = [{"role": "user" if i % 2 == 0 else "assistant",
+              "content": f"Message {i}: " + "a fairly ordinary sentence of chat text. " * 4}
+             for i in range(size - 1)]
+    return [{"role": "system", "content": "You are a helpful assistant."}, *turns,
+            {"role": "user", "content": "And now?"}][-size:]
+
+
+async def cpu_ms_per_call(call: Callable[[], Awaitable[object]], calls: int) -> float:
+    for _ in range(3):
+        await call()
+    started = time.process_time()
+    for _ in range(calls):
+        await call()
+    return (time.process_time() - started) * 1000 / calls
+
+
+async def main(calls: int) -> None:
+    fake = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is measured[sys.executable, "-m", "tests.fakes.openai_server"], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    assert fake.stdout is not None
+    base_url = fake.stdout.readline().strip().removeprefix("FAKE_OPENAI_URL=")
+    settings = Settings(_env_file=None, llm_provider="openai", openai_api_key="sk-bench",
+                        openai_base_url=base_url)
+    provider = OpenAIProvider(settings)
+    sdk = AsyncOpenAI(api_key="sk-bench", base_url=base_url, max_retries=0)
+    raw = httpx2.AsyncClient(base_url=base_url, headers={"Authorization": "Bearer sk-bench"})
+    try:
+        header = f"{'messages':>8} {'provider':>10} {'sdk create()':>13} {'raw http':>9}"
+        print(header + "  (CPU ms per call)")
+        for size in (1, 100, 400, 1000):
+            params = GenerationParams(messages=prompt(size), model="gpt-4o-mini",
+                                      temperature=0.7, max_tokens=256)
+            body = OpenAIProvider.request_body(params, stream=False)
+
+            async def ours(params: GenerationParams = params) -> object:
+                return await provider.complete(params)
+
+            async def typed(params: GenerationParams = params) -> object:
+                return await sdk.chat.completions.create(
+                    model=params.model, messages=params.messages,  # type: ignore[arg-type]
+                    temperature=params.temperature, max_tokens=params.max_tokens)
+
+            async def plain(body: dict[str, object] = body) -> object:
+                return (await raw.post("/chat/completions", json=body)).json()
+
+            results = [await cpu_ms_per_call(f, calls) for f in (ours, typed, plain)]
+            print(f"{size:>8} {results[0]:>10.2f} {results[1]:>13.2f} {results[2]:>9.2f}")
+    finally:
+        await provider.aclose()
+        await sdk.close()
+        await raw.aclose()
+        fake.terminate()
+        fake.wait()
+        fake.stdout.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=30)
+    asyncio.run(main(parser.parse_args().calls))
