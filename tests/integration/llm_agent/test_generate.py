@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.llm_agent.conftest import USER_HI
+from tests.integration.llm_agent.conftest import USER_HI, StartAgent
 from tests.support.sse import parse_sse
 
 
@@ -92,3 +92,11 @@ def test_stream_deltas_arrive_before_the_upstream_finishes(
         assert len(upstream.chat_requests) == 1
         rest = "\n".join(lines)
     assert '"three"' in rest and "event: done" in rest
+
+
+def test_the_organization_header_is_sent_when_configured(
+    start_agent: StartAgent, upstream: FakeOpenAI
+) -> None:
+    agent = start_agent(openai_organization="org-stubichat")
+    assert agent.post("/generate/", json=USER_HI).status_code == 200
+    assert upstream.chat_requests[0].headers["openai-organization"] == "org-stubichat"
