@@ -1,0 +1,117 @@
+"""Database engines from DATABASE_URL: SQLite (embedded default) or Postgres.
+
+One `Database` holds a read engine and a write engine over one pool. On SQLite
+the write engine opens every transaction with `BEGIN IMMEDIATE`, so a writer
+takes the write lock up front and waits (busy_timeout) instead of failing with
+"database is locked" halfway through; reads use plain `BEGIN` and, in WAL mode,
+never block or wait for writers. On Postgres both are the same pooled engine
+with pre-ping, so the pool survives a server restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "postgresql+psycopg_async": "postgresql+psycopg",
+    "postgresql+psycopg2": "postgresql+psycopg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+def normalize_database_url(raw: str) -> URL:
+    """The async SQLAlchemy URL for an operator-written DATABASE_URL."""
+    text = raw.strip()
+    # SQLAlchemy does not know the "postgres" scheme that Heroku-style URLs use.
+    if text.startswith("postgres://"):
+        text = "postgresql://" + text.removeprefix("postgres://")
+    try:
+        url = make_url(text)
+    except ArgumentError as exc:
+        raise ValueError(f"DATABASE_URL is not a database URL: {raw!r}") from exc
+    driver = _ASYNC_DRIVERS.get(url.drivername)
+    if driver is None:
+        raise ValueError(
+            f"DATABASE_URL scheme {url.drivername!r} is not supported; use sqlite:///path "
+            "or postgresql://user@host:5432/db"
+        )
+    url = url.set(drivername=driver)
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        raise ValueError("DATABASE_URL must name an SQLite file (sqlite:///path/to/file.db)")
+    if url.get_backend_name() == "postgresql" and not url.database:
+        raise ValueError("DATABASE_URL must name a Postgres database (…:5432/dbname)")
+    return url
+
+
+@dataclass(frozen=True)
+class Database:
+    engine: AsyncEngine
+    writer: AsyncEngine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def create_database(
+    database_url: str,
+    *,
+    pool_size: int = 10,
+    pool_timeout: float = 30.0,
+    sqlite_busy_timeout_ms: int = 30_000,
+    echo: bool = False,
+) -> Database:
+    url = normalize_database_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite(url, sqlite_busy_timeout_ms, echo)
+    engine = create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout,
+        pool_pre_ping=True, echo=echo,
+    )
+    return Database(engine=engine, writer=engine)
+
+
+def _sqlite(url: URL, busy_timeout_ms: int, echo: bool) -> Database:
+    assert url.database is not None
+    Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(
+        url, echo=echo, connect_args={"timeout": busy_timeout_ms / 1000}, pool_size=5,
+        max_overflow=10,
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get("sqlite_immediate", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return Database(engine=engine, writer=engine.execution_options(sqlite_immediate=True))

@@ -1,0 +1,1 @@
+"""The event store: append-only thread logs, their read models and the global feed."""

@@ -1,0 +1,182 @@
+"""The read models (`threads`, `messages`): stored results of the fold.
+
+`save` keeps them current inside each append's transaction; `rebuild`
+recomputes them from the log; `verify` compares them with a fresh fold.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from main_backend.db import Database
+from main_backend.events.fold import MessageState, ThreadState, fold
+from main_backend.events.tables import event_from_row, lock_appends
+from main_backend.events.tables import events as events_table
+from main_backend.events.tables import messages as messages_table
+from main_backend.events.tables import threads as threads_table
+from main_backend.events.types import StoredEvent
+
+_BATCH = 500
+
+
+def thread_row(state: ThreadState) -> dict[str, Any]:
+    return asdict(state)
+
+
+def thread_from_row(row: sa.Row) -> ThreadState:
+    return ThreadState(**row._asdict())
+
+
+def message_row(message: MessageState) -> dict[str, Any]:
+    return asdict(message)
+
+
+def message_from_row(row: sa.Row) -> MessageState:
+    return MessageState(**row._asdict())
+
+
+async def load_thread(conn: AsyncConnection, thread_id: str) -> ThreadState | None:
+    row = (await conn.execute(
+        sa.select(threads_table).where(threads_table.c.thread_id == thread_id)
+    )).first()
+    return None if row is None else thread_from_row(row)
+
+
+async def save(
+    conn: AsyncConnection,
+    *,
+    previous: ThreadState | None,
+    state: ThreadState,
+    messages: list[MessageState],
+) -> None:
+    """Write one append's effect on the read models (inside its transaction)."""
+    if previous is None:
+        await conn.execute(threads_table.insert(), [thread_row(state)])
+    else:
+        changes = {k: v for k, v in thread_row(state).items() if k != "thread_id"}
+        await conn.execute(
+            threads_table.update()
+            .where(threads_table.c.thread_id == state.thread_id)
+            .values(**changes)
+        )
+    if messages:
+        await conn.execute(messages_table.insert(), [message_row(m) for m in messages])
+
+
+async def _folded_threads(
+    conn: AsyncConnection,
+) -> AsyncIterator[tuple[ThreadState | None, list[MessageState], int]]:
+    """Every thread folded from the log, one at a time, with its event count."""
+    query = sa.select(events_table).order_by(events_table.c.thread_id, events_table.c.version)
+    current: list[StoredEvent] = []
+    result = await conn.stream(query)
+    async for row in result:
+        event = event_from_row(row)
+        if current and current[0].thread_id != event.thread_id:
+            yield (*fold(current), len(current))
+            current = []
+        current.append(event)
+    if current:
+        yield (*fold(current), len(current))
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    events: int
+    threads: int
+    messages: int
+    duration_ms: float
+
+
+async def rebuild(db: Database) -> RebuildReport:
+    """Replace the read models by a fold of the whole log, in one transaction."""
+    started = time.perf_counter()
+    counts = {"events": 0, "threads": 0, "messages": 0}
+    async with db.writer.begin() as conn:
+        await lock_appends(conn)
+        await conn.execute(messages_table.delete())
+        await conn.execute(threads_table.delete())
+        thread_rows: list[dict[str, Any]] = []
+        message_rows: list[dict[str, Any]] = []
+
+        async def flush() -> None:
+            if thread_rows:
+                await conn.execute(threads_table.insert(), thread_rows)
+                thread_rows.clear()
+            if message_rows:
+                await conn.execute(messages_table.insert(), message_rows)
+                message_rows.clear()
+
+        async for state, messages, event_count in _folded_threads(conn):
+            counts["events"] += event_count
+            if state is None:
+                continue
+            thread_rows.append(thread_row(state))
+            message_rows.extend(message_row(m) for m in messages)
+            counts["threads"] += 1
+            counts["messages"] += len(messages)
+            if len(message_rows) >= _BATCH or len(thread_rows) >= _BATCH:
+                await flush()
+        await flush()
+    return RebuildReport(**counts, duration_ms=round((time.perf_counter() - started) * 1000, 1))
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: bool
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _diff(kind: str, key: dict[str, Any], expected: dict[str, Any],
+          actual: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if actual is None:
+        return [{"kind": f"missing_{kind}", **key}]
+    return [
+        {"kind": kind, **key, "field": name, "expected": _jsonable(expected[name]),
+         "actual": _jsonable(actual.get(name))}
+        for name in expected
+        if expected[name] != actual.get(name)
+    ]
+
+
+async def verify(db: Database) -> VerifyReport:
+    """Compare the read models with a fresh fold of the log."""
+    mismatches: list[dict[str, Any]] = []
+    async with db.engine.connect() as conn:
+        stored_threads = {
+            row.thread_id: thread_row(thread_from_row(row))
+            for row in await conn.execute(sa.select(threads_table))
+        }
+        async for state, messages, _ in _folded_threads(conn):
+            if state is None:
+                continue
+            key = {"thread_id": state.thread_id}
+            mismatches += _diff("thread", key, thread_row(state),
+                                stored_threads.pop(state.thread_id, None))
+            stored_messages = {
+                row.message_id: message_row(message_from_row(row))
+                for row in await conn.execute(
+                    sa.select(messages_table).where(messages_table.c.thread_id == state.thread_id)
+                )
+            }
+            for message in messages:
+                mismatches += _diff("message", {**key, "message_id": message.message_id},
+                                    message_row(message),
+                                    stored_messages.pop(message.message_id, None))
+            mismatches += [
+                {"kind": "extra_message", **key, "message_id": message_id}
+                for message_id in stored_messages
+            ]
+        mismatches += [{"kind": "extra_thread", "thread_id": t} for t in stored_threads]
+    return VerifyReport(ok=not mismatches, mismatches=mismatches)

@@ -1,0 +1,117 @@
+"""The tables: the append-only `events` log and the read models folded from it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from main_backend.events.types import StoredEvent
+
+metadata = sa.MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+PositionType = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both engines (SQLite stores them naive)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+ID = sa.String(64)
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column("position", PositionType, primary_key=True, autoincrement=True),
+    sa.Column("event_id", ID, nullable=False, unique=True),
+    sa.Column("thread_id", ID, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("data", JSONType, nullable=False),
+    sa.Column("metadata", JSONType, nullable=False),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("thread_id", "version"),
+)
+
+threads = sa.Table(
+    "threads", metadata,
+    sa.Column("thread_id", ID, primary_key=True),
+    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("title", sa.Text, nullable=True),
+    sa.Column("metadata", JSONType, nullable=False),
+    sa.Column("system_prompt", sa.Text, nullable=True),
+    sa.Column("forked_from", JSONType, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("message_count", sa.Integer, nullable=False),
+    sa.Column("active_run_id", ID, nullable=True),
+    sa.Column("deleted", sa.Boolean, nullable=False),
+    # A user's thread list: most recently updated first, paged by (updated_at, id).
+    sa.Index(None, "owner", "updated_at", "thread_id"),
+)
+
+messages = sa.Table(
+    "messages", metadata,
+    sa.Column("message_id", ID, primary_key=True),
+    sa.Column("thread_id", ID, sa.ForeignKey("threads.thread_id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("run_id", ID, nullable=True),
+    sa.Column("partial", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("thread_id", "version"),
+)
+
+
+def event_from_row(row: sa.Row) -> StoredEvent:
+    return StoredEvent(
+        position=row.position,
+        event_id=row.event_id,
+        thread_id=row.thread_id,
+        version=row.version,
+        type=row.type,
+        data=row.data,
+        metadata=row.metadata,
+        recorded_at=row.recorded_at,
+    )
+
+
+# Any fixed number: the key of the Postgres advisory lock that orders appends.
+APPEND_LOCK_KEY = 5_202_611
+
+
+async def lock_appends(conn: AsyncConnection) -> None:
+    """Serialise writers of `events` (SQLite writers hold the write lock already).
+
+    Held to commit, so positions become visible in increasing order and a
+    reader of the global feed never sees a gap fill in later.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))

@@ -1,0 +1,140 @@
+"""Concurrent writers and a tailing reader, on both engines."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from main_backend.db import Database
+from main_backend.errors import VersionConflict
+from main_backend.events.store import EventStore
+from main_backend.events.types import StoredEvent
+from tests.support.events import message_added, thread_created
+from tests.support.servers import REPO_ROOT
+
+
+async def append_with_retries(store: EventStore, thread_id: str, count: int,
+                              tag: str) -> int:
+    """Append `count` messages one by one, re-reading the version after each conflict."""
+    conflicts = 0
+    for i in range(count):
+        while True:
+            version = await store.current_version(thread_id)
+            try:
+                await store.append(thread_id, [message_added(f"{tag}-{i}")], version)
+                break
+            except VersionConflict:
+                conflicts += 1
+    return conflicts
+
+
+async def test_ten_writers_on_one_thread_get_gapless_versions(store: EventStore) -> None:
+    await store.append("t1", [thread_created()], 0)
+    conflicts = await asyncio.gather(
+        *(append_with_retries(store, "t1", 100, f"w{w}") for w in range(10))
+    )
+    events = await store.read_thread("t1")
+    assert [e.version for e in events] == list(range(1, 1002))
+    contents = [e.data["content"] for e in events[1:]]
+    assert sorted(contents) == sorted(f"w{w}-{i}" for w in range(10) for i in range(100))
+    assert sum(conflicts) > 0, "the writers never raced; the test proves nothing"
+    thread = await store.get_thread("t1")
+    assert thread is not None and (thread.version, thread.message_count) == (1001, 1000)
+
+
+async def test_a_feed_reader_misses_nothing_while_two_writers_append(store: EventStore) -> None:
+    per_writer, batch = 5000, 10
+    done = asyncio.Event()
+
+    async def writer(thread_id: str) -> None:
+        version = (await store.append(thread_id, [thread_created()], 0)).version
+        for start in range(1, per_writer, batch):
+            size = min(batch, per_writer - start)
+            events = [message_added(f"{thread_id}-{start + i}") for i in range(size)]
+            version = (await store.append(thread_id, events, version)).version
+
+    async def reader() -> list[StoredEvent]:
+        seen: list[StoredEvent] = []
+        position = 0
+        while True:
+            finished = done.is_set()
+            page = await store.read_all(position, limit=97)
+            seen += page
+            if page:
+                position = page[-1].position
+            elif finished:
+                return seen
+            else:
+                await asyncio.sleep(0)
+
+    tail = asyncio.create_task(reader())
+    await asyncio.gather(writer("a"), writer("b"))
+    done.set()
+    seen = await tail
+
+    assert len(seen) == 2 * per_writer
+    assert len({e.event_id for e in seen}) == len(seen)
+    positions = [e.position for e in seen]
+    assert positions == sorted(positions)
+    for thread_id in ("a", "b"):
+        versions = [e.version for e in seen if e.thread_id == thread_id]
+        assert versions == list(range(1, per_writer + 1))
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+def test_writers_in_separate_processes_never_see_a_locked_database(database_url: str) -> None:
+    asyncio.run(_create_thread(database_url))
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.events.append_worker", database_url,
+             "t1", "60"],
+            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [worker.communicate(timeout=120) for worker in workers]
+    for worker, (out, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err
+        assert "locked" not in err
+        assert out.startswith("conflicts=")
+    versions = asyncio.run(_versions(database_url))
+    assert versions == list(range(1, 182))
+
+
+async def _create_thread(database_url: str) -> None:
+    from main_backend.db import create_database
+
+    db = create_database(database_url)
+    await EventStore(db).append("t1", [thread_created()], 0)
+    await db.dispose()
+
+
+async def _versions(database_url: str) -> list[int]:
+    from main_backend.db import create_database
+
+    db = create_database(database_url)
+    events = await EventStore(db).read_thread("t1")
+    await db.dispose()
+    return [e.version for e in events]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("engine_name", ["postgres"])
+async def test_the_pool_survives_dropped_server_connections(
+    store: EventStore, db: Database, database_url: str, postgres_admin: str
+) -> None:
+    await store.append("t1", [thread_created()], 0)
+    database = database_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_admin, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
+        ).fetchone()
+    assert killed is not None and killed[0] >= 1, "no pooled connection was open to kill"
+    # Pooled connections are dead now; pre-ping replaces them transparently.
+    await store.append("t1", [message_added("after the restart")], 1)
+    assert await store.current_version("t1") == 2

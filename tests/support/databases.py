@@ -1,0 +1,75 @@
+"""Real databases for tests: migrated SQLite files and Postgres databases.
+
+Postgres is mandatory under CI=true: an unreachable server fails the tests
+that need it. Elsewhere they skip, and the session ends with a visible notice.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+from tests.support.servers import REPO_ROOT
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+SKIPPED_POSTGRES: list[str] = []
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config(str(REPO_ROOT / "alembic.ini"))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def migrate(database_url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(database_url), revision)
+
+
+def require_postgres() -> str:
+    """The admin URL of a reachable Postgres, or fail (CI) / skip (laptop)."""
+    try:
+        psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        reason = f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}".strip()
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (mandatory under CI=true)", pytrace=False)
+        SKIPPED_POSTGRES.append(reason)
+        pytest.skip(reason + " (set TEST_POSTGRES_URL or start PostgreSQL)")
+    return POSTGRES_ADMIN_URL
+
+
+def postgres_url(database: str) -> str:
+    return make_url(POSTGRES_ADMIN_URL).set(database=database).render_as_string(
+        hide_password=False
+    )
+
+
+def create_postgres_database(template: str | None = None) -> str:
+    name = f"stubichat_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        suffix = f' TEMPLATE "{template}"' if template else ""
+        conn.execute(f'CREATE DATABASE "{name}"{suffix}')  # type: ignore[arg-type]
+    return name
+
+
+def drop_postgres_database(name: str) -> None:
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+def copy_sqlite(template: Path, target: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(str(template) + suffix)
+        if source.exists():
+            shutil.copyfile(source, str(target) + suffix)
