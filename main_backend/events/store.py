@@ -129,31 +129,31 @@ class EventStore:
             return [event_from_row(row) for row in await conn.execute(query)]
 
     async def iter_messages_backwards(
-        self, thread_id: str, up_to_version: int | None = None, page_size: int = 64
+        self, thread_id: str, up_to_version: int | None = None, window: int = 64
     ) -> AsyncIterator[MessageState]:
-        """The thread's messages, newest first, read a page at a time from the log.
+        """The thread's messages, newest first, read from the log a window at a time.
 
-        A caller that stops early (a prompt that is full) reads only the pages
-        it used, however long the thread is.
+        Each query is bounded by a range of `window` versions, so its cost does
+        not depend on the thread's length or on the planner's statistics; a
+        caller that stops early (a prompt that is full) reads only the windows
+        it used.
         """
         upper = up_to_version
-        while True:
-            query = (
-                sa.select(events_table)
-                .where(events_table.c.thread_id == thread_id,
-                       events_table.c.type == MESSAGE_ADDED)
-                .order_by(events_table.c.version.desc())
-                .limit(page_size)
-            )
-            if upper is not None:
-                query = query.where(events_table.c.version <= upper)
+        while upper is None or upper >= 1:
             async with self.db.engine.connect() as conn:
-                rows = (await conn.execute(query)).all()
+                if upper is None:
+                    upper = await _current_version(conn, thread_id)
+                lower = max(1, upper - window + 1)
+                rows = (await conn.execute(
+                    sa.select(events_table)
+                    .where(events_table.c.thread_id == thread_id,
+                           events_table.c.version.between(lower, upper),
+                           events_table.c.type == MESSAGE_ADDED)
+                    .order_by(events_table.c.version.desc())
+                )).all()
             for row in rows:
                 yield message_from_event(event_from_row(row))
-            if len(rows) < page_size:
-                return
-            upper = rows[-1].version - 1
+            upper = lower - 1
 
 
 def _event_row(event: StoredEvent) -> dict[str, object]:

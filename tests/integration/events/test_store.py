@@ -187,15 +187,16 @@ async def test_messages_backwards_reads_only_what_it_needs(
                     lambda *args: statements.append(args[2]))
 
     newest = []
-    async for message in store.iter_messages_backwards("t1", page_size=8):
+    async for message in store.iter_messages_backwards("t1", window=8):
         newest.append(message.content)
         if len(newest) == 5:
             break
     assert newest == ["m599", "m598", "m597", "m596", "m595"]
-    assert len([s for s in statements if "FROM events" in s]) == 1
+    # the current version, then one window of 8 versions
+    assert len([s for s in statements if "FROM events" in s]) == 2
 
     as_of = [m.content async for m in store.iter_messages_backwards("t1", up_to_version=4,
-                                                                    page_size=2)]
+                                                                    window=2)]
     assert as_of == ["m2", "m1", "m0"]
-    everything = [m.version async for m in store.iter_messages_backwards("t1", page_size=64)]
+    everything = [m.version async for m in store.iter_messages_backwards("t1", window=64)]
     assert everything == list(range(601, 1, -1))

@@ -1,0 +1,103 @@
+"""Event store costs as a thread grows: append latency and reading the recent history.
+
+    .venv/bin/python bench/event_store.py [--database-url URL]
+
+Default: a fresh SQLite file in a temporary folder, then (if reachable) a fresh
+Postgres database on 127.0.0.1. Each thread is grown to the named version and
+then measured: one-message appends, and reading the 20 newest messages the way
+prompt building does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from main_backend.db import create_database  # noqa: E402
+from main_backend.events.store import EventStore  # noqa: E402
+from main_backend.events.types import MESSAGE_ADDED, THREAD_CREATED, NewEvent  # noqa: E402
+from tests.support import databases  # noqa: E402
+
+SIZES = (10, 1_000, 10_000)
+SAMPLES = 50
+
+
+def message(i: int) -> NewEvent:
+    role = "user" if i % 2 else "assistant"
+    return NewEvent(MESSAGE_ADDED, {"message_id": str(uuid.uuid4()), "role": role,
+                                    "content": f"message {i} " + "lorem ipsum " * 20,
+                                    "run_id": None, "partial": False})
+
+
+async def grow(store: EventStore, thread_id: str, size: int) -> int:
+    version = (await store.append(thread_id, [NewEvent(THREAD_CREATED, {
+        "owner": "bench", "title": None, "metadata": {}, "forked_from": None})], 0)).version
+    while version < size:
+        batch = [message(version + i) for i in range(min(500, size - version))]
+        version = (await store.append(thread_id, batch, version)).version
+    return version
+
+
+async def measure(database_url: str, label: str) -> None:
+    db = create_database(database_url)
+    store = EventStore(db)
+    print(f"\n{label}: median of {SAMPLES} (ms)")
+    print(f"{'version':>8} {'append 1 msg':>13} {'20 newest msgs':>15}")
+    try:
+        for size in SIZES:
+            thread_id = f"bench-{size}"
+            version = await grow(store, thread_id, size)
+            appends, reads = [], []
+            for _ in range(SAMPLES):
+                started = time.perf_counter()
+                version = (await store.append(thread_id, [message(version)], version)).version
+                appends.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                newest = []
+                async for m in store.iter_messages_backwards(thread_id):
+                    newest.append(m)
+                    if len(newest) == 20:
+                        break
+                reads.append(time.perf_counter() - started)
+            print(f"{size:>8} {statistics.median(appends) * 1000:>13.2f} "
+                  f"{statistics.median(reads) * 1000:>15.2f}")
+    finally:
+        await db.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database-url")
+    args = parser.parse_args()
+    if args.database_url:
+        asyncio.run(measure(args.database_url, args.database_url))
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{folder}/bench.db"
+        databases.migrate(url)
+        asyncio.run(measure(url, "SQLite"))
+    try:
+        databases.require_postgres()
+    except BaseException:  # pytest's skip/fail outcomes: no Postgres here
+        print("\nPostgreSQL not reachable: skipped")
+        return
+    name = databases.create_postgres_database()
+    try:
+        url = databases.postgres_url(name)
+        databases.migrate(url)
+        asyncio.run(measure(url, "PostgreSQL"))
+    finally:
+        databases.drop_postgres_database(name)
+
+
+if __name__ == "__main__":
+    main()
