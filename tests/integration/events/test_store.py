@@ -200,3 +200,13 @@ async def test_messages_backwards_reads_only_what_it_needs(
     assert as_of == ["m2", "m1", "m0"]
     everything = [m.version async for m in store.iter_messages_backwards("t1", window=64)]
     assert everything == list(range(601, 1, -1))
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+async def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(db: Database) -> None:
+    async with db.engine.connect() as conn:
+        pragmas = [
+            (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+            for name in ("journal_mode", "busy_timeout", "foreign_keys")
+        ]
+    assert pragmas == ["wal", 30000, 1]
