@@ -11,13 +11,13 @@ from loguru import logger
 from llm_agent import __version__
 from llm_agent.api import api_router
 from llm_agent.api.errors import install_error_handlers
-from llm_agent.api.middleware import RequestContextMiddleware
 from llm_agent.errors import AgentError
 from llm_agent.generation import Generator
-from llm_agent.logging import setup_logging
 from llm_agent.metrics import Metrics
 from llm_agent.providers import build_provider
 from llm_agent.settings import Settings
+from stubichat_common.logging import setup_logging
+from stubichat_common.middleware import RequestContextMiddleware
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,7 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(
-        RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_request_bytes
+        RequestContextMiddleware,
+        request_duration=metrics.request_duration,
+        errors=metrics.errors,
+        max_body_bytes=settings.max_request_bytes,
     )
     app.include_router(api_router)
     return app

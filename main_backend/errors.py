@@ -25,3 +25,43 @@ class VersionConflict(DomainError):
 
 class EventIdConflict(DomainError):
     """Some of the events' ids are stored already, but not as exactly this append."""
+
+
+class InvalidRequest(DomainError):
+    """A request the domain refuses as it stands (422), naming the field."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ThreadNotFound(DomainError):
+    """No such thread for this user: missing, another user's, or deleted alike."""
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(f"thread {thread_id} was not found")
+        self.thread_id = thread_id
+
+
+class ThreadBusy(DomainError):
+    """A run is active on the thread; nothing was appended."""
+
+    def __init__(self, thread_id: str, run_id: str | None) -> None:
+        super().__init__(f"thread {thread_id} is answering another message (run {run_id})")
+        self.thread_id = thread_id
+        self.run_id = run_id
+
+
+class NoActiveRun(DomainError):
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(f"thread {thread_id} has no active run")
+
+
+class IdempotencyKeyReused(DomainError):
+    def __init__(self) -> None:
+        super().__init__("this Idempotency-Key was used with a different request body")
+
+
+class RequestInProgress(DomainError):
+    def __init__(self) -> None:
+        super().__init__("a request with this Idempotency-Key is still running")

@@ -1,17 +1,5 @@
-"""The uvicorn entry point: `uvicorn main_backend.main:app`.
+"""The uvicorn entry point: `uvicorn main_backend.main:app` (settings from the environment)."""
 
-Only the service identity exists yet; the chat and thread API arrive with the
-event store (issue 3) and the turn graph (issue 4).
-"""
+from main_backend.app import create_app
 
-from fastapi import FastAPI
-
-from main_backend import __version__
-
-app = FastAPI(title="Stubichat main backend", version=__version__, docs_url=None,
-              redoc_url=None, openapi_url=None)
-
-
-@app.get("/")
-async def service_info() -> dict[str, str]:
-    return {"service": "main-backend", "version": __version__, "status": "ok"}
+app = create_app()

@@ -5,8 +5,12 @@ Every setting here is listed in `env.example` with a one-line comment.
 
 from __future__ import annotations
 
+import socket
+import uuid
+from typing import Annotated, Literal
+
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from main_backend.db import normalize_database_url
 
@@ -28,6 +32,62 @@ class Settings(BaseSettings):
     database_pool_timeout: float = Field(default=30.0, gt=0)
     # How long an SQLite writer waits for the write lock before giving up (ms).
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+
+    # HTTP
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_request_bytes: int = Field(default=1_048_576, gt=0)
+    max_messages: int = Field(default=200, gt=0)
+    max_content_chars: int = Field(default=100_000, gt=0)
+    auth_mode: Literal["none", "jwt"] = "none"
+    secret_key: str | None = None
+
+    # The LLM agent
+    llm_agent_url: str = "http://127.0.0.1:8001"
+    llm_agent_timeout: float = Field(default=120.0, gt=0)
+    llm_agent_token: str | None = None
+
+    # Model parameters (the agent enforces the same names; see its settings)
+    default_model: str = "gpt-4o-mini"
+    allowed_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4",
+                                 "gpt-4-turbo", "gpt-3.5-turbo"]
+    )
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    max_tokens: int = Field(default=4096, gt=0)
+
+    # Prompt
+    system_prompt: str | None = None
+    max_context_tokens: int = Field(default=8000, gt=0)
+
+    # Runs
+    # A run whose replica stopped renewing its lease this long ago is resumed elsewhere.
+    run_lease_seconds: float = Field(default=30.0, gt=0)
+    # How often a replica renews its leases and looks for cancel requests.
+    run_poll_seconds: float = Field(default=0.5, gt=0)
+    # Resumes of one run after crashes before it is closed as interrupted.
+    run_max_resumes: int = Field(default=2, ge=0)
+    idempotency_ttl_hours: float = Field(default=24.0, ge=24.0)
+    sse_ping_seconds: float = Field(default=15.0, gt=0)
+    # Names this process in run leases (unique per process by default).
+    replica_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    )
+
+    @field_validator("cors_origins", "allowed_models", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("system_prompt", "secret_key", "llm_agent_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def any_model_allowed(self) -> bool:
+        return "*" in self.allowed_models
 
     @field_validator("database_url")
     @classmethod

@@ -14,21 +14,23 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from main_backend.db import create_database, normalize_database_url
-from main_backend.events.tables import metadata
+from main_backend.schema import metadata
 from main_backend.settings import Settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-# Tables that other libraries create and migrate themselves (LangGraph's
-# checkpoint savers) are not ours to compare or drop.
+# Tables that other libraries define (LangGraph's checkpoint savers; their DDL
+# is frozen in migration 0002) are not ours to compare or drop. The SQLite
+# saver names its pending-writes table plain `writes`.
 _FOREIGN_TABLE_PREFIXES = ("checkpoint",)
+_FOREIGN_TABLES = frozenset({"writes"})
 
 
 def _include_name(name: str | None, type_: str, parent_names: Any) -> bool:
     if type_ == "table" and name is not None:
-        return not name.startswith(_FOREIGN_TABLE_PREFIXES)
+        return not (name.startswith(_FOREIGN_TABLE_PREFIXES) or name in _FOREIGN_TABLES)
     return True
 
 

@@ -99,6 +99,13 @@ class EventStore:
         async with self.db.engine.connect() as conn:
             return await projections.load_thread(conn, thread_id)
 
+    async def get_event(self, event_id: str) -> StoredEvent | None:
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(
+                sa.select(events_table).where(events_table.c.event_id == event_id)
+            )).first()
+        return None if row is None else event_from_row(row)
+
     async def read_thread(
         self, thread_id: str, from_version: int = 1, to_version: int | None = None,
         limit: int | None = None,

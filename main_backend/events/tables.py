@@ -74,6 +74,8 @@ threads = sa.Table(
     sa.Column("deleted", sa.Boolean, nullable=False),
     # A user's thread list: most recently updated first, paged by (updated_at, id).
     sa.Index(None, "owner", "updated_at", "thread_id"),
+    # Finding runs to resume after a crash.
+    sa.Index(None, "active_run_id"),
 )
 
 messages = sa.Table(

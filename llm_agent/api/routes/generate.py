@@ -10,12 +10,12 @@ from loguru import logger
 
 from llm_agent.api.deps import GeneratorDep, MetricsDep, RequestIdDep, SettingsDep, require_token
 from llm_agent.api.schemas import GenerateRequest, GenerateResponse, UsageOut
-from llm_agent.api.sse import SSE_HEADERS, sse_event
 from llm_agent.errors import AgentError
 from llm_agent.generation import StreamDone
 from llm_agent.metrics import Metrics
 from llm_agent.params import resolve_params
 from llm_agent.providers.base import Delta, Usage
+from stubichat_common.sse import SSE_HEADERS, sse_event
 
 router = APIRouter(prefix="/generate", tags=["generate"], dependencies=[Depends(require_token)])
 

@@ -38,5 +38,7 @@ def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
         stdlib_logger = logging.getLogger(name)
         stdlib_logger.handlers = []
         stdlib_logger.propagate = True
-    # Our middleware writes the access line, with the request id and latency.
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # Our middleware writes the access line, with the request id and latency;
+    # httpx's own line per outgoing request is noise beside it.
+    for name in ("uvicorn.access", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -13,11 +13,11 @@ import uuid
 from typing import Any
 
 from loguru import logger
+from prometheus_client import Histogram
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llm_agent.api.errors import error_body
-from llm_agent.metrics import Metrics
+from stubichat_common.errors import ErrorCounter, error_body
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -32,9 +32,17 @@ def incoming_request_id(scope: Scope) -> str | None:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        request_duration: Histogram,
+        errors: ErrorCounter,
+        max_body_bytes: int,
+    ) -> None:
         self.app = app
-        self.metrics = metrics
+        self.request_duration = request_duration
+        self.errors = errors
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,7 +81,7 @@ class RequestContextMiddleware:
                 elapsed = time.perf_counter() - started_at
                 route = scope.get("route")
                 template = getattr(route, "path", None) or "unmatched"
-                self.metrics.request_duration.labels(scope["method"], template, status).observe(
+                self.request_duration.labels(scope["method"], template, status).observe(
                     elapsed
                 )
                 latency_ms = round(elapsed * 1000, 1)
@@ -117,7 +125,7 @@ class RequestContextMiddleware:
     async def _send_error(
         self, send: Send, request_id: str, status: int, code: str, message: str
     ) -> None:
-        self.metrics.errors.labels(code).inc()
+        self.errors.labels(code).inc()
         payload: dict[str, Any] = error_body(code, message, request_id)
         body = json.dumps(payload).encode()
         await send({

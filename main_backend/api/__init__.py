@@ -1,0 +1,12 @@
+"""The HTTP layer: routes translate HTTP into calls of the conversation services."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from main_backend.api.routes import chat, service, threads
+
+api_router = APIRouter()
+api_router.include_router(service.router)
+api_router.include_router(chat.router)
+api_router.include_router(threads.router)

@@ -1,0 +1,180 @@
+"""Chat routes: a turn answered whole (`/chat/`) or streamed as SSE (`/chat/stream`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from main_backend.api.deps import ChatDep, MetricsDep, RequestIdDep, SettingsDep, UserDep
+from main_backend.api.errors import run_error_status
+from main_backend.api.schemas import ChatRequest, ChatResponse, Message, Usage
+from main_backend.conversation.chat import Repeat
+from main_backend.conversation.graph import RunDelta, RunEnded, RunStarted
+from main_backend.conversation.idempotency import request_hash
+from main_backend.conversation.runner import RunEvent, RunHandle
+from main_backend.conversation.turns import ChatCommand, ChatMessage
+from main_backend.errors import InvalidRequest
+from main_backend.metrics import Metrics
+from main_backend.settings import Settings
+from stubichat_common.errors import error_response
+from stubichat_common.sse import PING, SSE_HEADERS, sse_event, with_keepalive
+
+router = APIRouter(tags=["chat"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
+                                               max_length=255, pattern=r"^[\x21-\x7e]+$")]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text} for code, text in {
+        404: "thread_not_found", 409: "thread_busy, version_conflict, request_in_progress",
+        413: "payload_too_large", 422: "invalid_request, idempotency_key_reused",
+        429: "llm_rate_limited", 502: "llm_upstream_error", 503: "llm_agent_unavailable",
+        504: "llm_timeout",
+    }.items()
+}
+
+
+def to_command(body: ChatRequest, user: str, settings: Settings,
+               request_id: str | None) -> ChatCommand:
+    """The domain command, with the limits and defaults that come from settings."""
+    model = body.model or settings.default_model
+    if not settings.any_model_allowed and model not in settings.allowed_models:
+        raise InvalidRequest(
+            f"unknown model {model!r}; allowed: {', '.join(settings.allowed_models)}", "model")
+    if body.max_tokens is not None and body.max_tokens > settings.max_tokens:
+        raise InvalidRequest(f"max_tokens must be at most {settings.max_tokens}", "max_tokens")
+    if len(body.messages) > settings.max_messages:
+        raise InvalidRequest(f"at most {settings.max_messages} messages are accepted", "messages")
+    for index, message in enumerate(body.messages):
+        if len(message.content) > settings.max_content_chars:
+            raise InvalidRequest(
+                f"content must be at most {settings.max_content_chars} characters",
+                f"messages.{index}.content")
+    return ChatCommand(
+        user=user, messages=[ChatMessage(m.role, m.content) for m in body.messages],
+        model=model,
+        temperature=settings.temperature if body.temperature is None else body.temperature,
+        max_tokens=body.max_tokens, thread_id=body.thread_id, system_prompt=body.system_prompt,
+        metadata=body.metadata, expected_version=body.expected_version, request_id=request_id,
+    )
+
+
+async def _start(body: ChatRequest, user: str, chat: ChatDep, settings: Settings,
+                 request_id: str | None, key: str | None) -> RunHandle | Repeat:
+    command = to_command(body, user, settings, request_id)
+    digest = request_hash(body.model_dump(mode="json", exclude={"stream"}))
+    return await chat.start(command, key, digest)
+
+
+@router.post("/chat/", response_model=ChatResponse, responses=_ERRORS)
+async def chat_turn(
+    request: Request, body: ChatRequest, user: UserDep, chat: ChatDep, settings: SettingsDep,
+    metrics: MetricsDep, request_id: RequestIdDep, idempotency_key: IdempotencyKey = None,
+) -> ChatResponse | JSONResponse | StreamingResponse:
+    """Answer the thread's newest user message (`"stream": true` streams it)."""
+    started = await _start(body, user, chat, settings, request_id, idempotency_key)
+    if body.stream:
+        return _sse_response(started, settings, metrics)
+    ended = started.ended if isinstance(started, Repeat) else await started.wait_ended()
+    if ended is None:
+        return error_response(request, 500, "internal_error",
+                              "the answer could not be recorded; it will be retried")
+    if ended.status == "failed":
+        return _failed_response(request, ended)
+    return _chat_response(ended)
+
+
+@router.post("/chat/stream", response_class=StreamingResponse, responses={
+    200: {"content": {"text/event-stream": {}}}, **_ERRORS})
+async def chat_stream(
+    body: ChatRequest, user: UserDep, chat: ChatDep, settings: SettingsDep, metrics: MetricsDep,
+    request_id: RequestIdDep, idempotency_key: IdempotencyKey = None,
+) -> StreamingResponse:
+    """SSE: `run.started`, `delta`s, then one of `run.completed`, `run.failed`, `run.cancelled`."""
+    started = await _start(body, user, chat, settings, request_id, idempotency_key)
+    return _sse_response(started, settings, metrics)
+
+
+def _chat_response(ended: RunEnded) -> ChatResponse:
+    assert ended.message is not None
+    return ChatResponse(
+        thread_id=ended.thread_id, run_id=ended.run_id, message=Message.of(ended.message),
+        usage=Usage(**ended.usage) if ended.usage else None,
+        finish_reason=ended.finish_reason if ended.status == "completed" else "cancelled",
+        model=ended.model, version=ended.version,
+    )
+
+
+def _failed_response(request: Request, ended: RunEnded) -> JSONResponse:
+    error = ended.error or {}
+    code = error.get("code", "internal_error")
+    status, _ = run_error_status(code)
+    retry_after = error.get("retry_after")
+    headers = {"Retry-After": str(round(retry_after))} if retry_after else None
+    details = [{"thread_id": ended.thread_id, "run_id": ended.run_id,
+                "partial_content": ended.partial_content}]
+    return error_response(request, status, code, error.get("message", "the run failed"),
+                          details, headers)
+
+
+def _sse_response(started: RunHandle | Repeat, settings: Settings,
+                  metrics: Metrics) -> StreamingResponse:
+    return StreamingResponse(_sse(started, settings.sse_ping_seconds, metrics),
+                             media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _replayed(repeat: Repeat) -> AsyncIterator[RunEvent]:
+    ended = repeat.ended
+    yield RunStarted(ended.thread_id, ended.run_id, ended.version, [])
+    if ended.message is not None and ended.message.content:
+        yield RunDelta(ended.message.content)
+    yield ended
+
+
+async def _sse(started: RunHandle | Repeat, ping_seconds: float,
+               metrics: Metrics) -> AsyncIterator[bytes]:
+    events = _replayed(started) if isinstance(started, Repeat) else started.follow()
+    event_id = 0
+    ended = False
+    metrics.active_streams.inc()
+    try:
+        async for event in with_keepalive(events, ping_seconds):
+            if event is None:
+                yield PING
+                continue
+            event_id += 1
+            name, data = _sse_payload(event)
+            ended = ended or isinstance(event, RunEnded)
+            yield sse_event(name, data, event_id)
+        if not ended:  # the run broke before it could record its end
+            yield sse_event("run.failed", {
+                "error": {"code": "internal_error", "retryable": True,
+                          "message": "the answer could not be recorded; it will be retried"},
+                "partial_content": "", "version": None}, event_id + 1)
+    finally:
+        metrics.active_streams.dec()
+
+
+def _sse_payload(event: RunEvent) -> tuple[str, dict[str, Any]]:
+    if isinstance(event, RunDelta):
+        return "delta", {"text": event.text}
+    if isinstance(event, RunStarted):
+        return "run.started", {
+            "thread_id": event.thread_id, "run_id": event.run_id, "version": event.version,
+            "messages": [Message.of(m).model_dump(mode="json") for m in event.messages]}
+    message = Message.of(event.message).model_dump(mode="json") if event.message else None
+    if event.status == "completed":
+        return "run.completed", {"message": message, "usage": event.usage,
+                                 "finish_reason": event.finish_reason, "model": event.model,
+                                 "version": event.version}
+    if event.status == "cancelled":
+        return "run.cancelled", {"message": message, "version": event.version}
+    error = event.error or {}
+    code = error.get("code", "internal_error")
+    return "run.failed", {
+        "error": {"code": code, "message": error.get("message", "the run failed"),
+                  "retryable": bool(error.get("retryable", run_error_status(code)[1]))},
+        "partial_content": event.partial_content, "version": event.version}

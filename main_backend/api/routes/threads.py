@@ -1,0 +1,89 @@
+"""Thread routes: a user's threads, their messages, and cancelling a run."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from main_backend.api.deps import LeasesDep, RequestIdDep, RunnerDep, ThreadsDep, UserDep
+from main_backend.api.schemas import (
+    CancelAccepted,
+    Message,
+    MessageList,
+    Thread,
+    ThreadCreate,
+    ThreadList,
+    ThreadPatch,
+)
+from main_backend.errors import InvalidRequest, NoActiveRun
+
+router = APIRouter(prefix="/threads", tags=["threads"])
+
+ThreadId = Annotated[str, Path(min_length=1, max_length=64)]
+_NOT_FOUND = {404: {"description": "thread_not_found"}}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=Thread)
+async def create_thread(body: ThreadCreate, user: UserDep, threads: ThreadsDep,
+                        request_id: RequestIdDep) -> Thread:
+    return Thread.of(await threads.create(user, body.title, body.metadata, request_id))
+
+
+@router.get("", response_model=ThreadList)
+async def list_threads(
+    user: UserDep, threads: ThreadsDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> ThreadList:
+    """The user's threads, most recently updated first."""
+    page, next_cursor = await threads.list(user, limit, cursor)
+    return ThreadList(threads=[Thread.of(t) for t in page], next_cursor=next_cursor)
+
+
+@router.get("/{thread_id}", response_model=Thread, responses=_NOT_FOUND)
+async def get_thread(thread_id: ThreadId, user: UserDep, threads: ThreadsDep) -> Thread:
+    return Thread.of(await threads.get(user, thread_id))
+
+
+@router.patch("/{thread_id}", response_model=Thread, responses=_NOT_FOUND)
+async def update_thread(thread_id: ThreadId, body: ThreadPatch, user: UserDep,
+                        threads: ThreadsDep, request_id: RequestIdDep) -> Thread:
+    changes = body.model_dump(exclude_unset=True)
+    if not changes:
+        raise InvalidRequest("give a title or metadata to change", "body")
+    if "metadata" in changes and changes["metadata"] is None:
+        raise InvalidRequest("metadata must be an object", "metadata")
+    return Thread.of(await threads.update(user, thread_id, changes, request_id))
+
+
+@router.delete("/{thread_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_NOT_FOUND)
+async def delete_thread(thread_id: ThreadId, user: UserDep, threads: ThreadsDep,
+                        request_id: RequestIdDep) -> Response:
+    await threads.delete(user, thread_id, request_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{thread_id}/messages", response_model=MessageList, responses=_NOT_FOUND)
+async def list_messages(
+    thread_id: ThreadId, user: UserDep, threads: ThreadsDep,
+    after_version: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> MessageList:
+    """Oldest first; `next_cursor` is the `after_version` of the next page."""
+    page, next_cursor = await threads.messages(user, thread_id, after_version, limit)
+    return MessageList(messages=[Message.of(m) for m in page], next_cursor=next_cursor)
+
+
+@router.post("/{thread_id}/cancel", status_code=status.HTTP_202_ACCEPTED,
+             response_model=CancelAccepted,
+             responses={**_NOT_FOUND, 409: {"description": "no_active_run"}})
+async def cancel_run(thread_id: ThreadId, user: UserDep, threads: ThreadsDep,
+                     leases: LeasesDep, runner: RunnerDep) -> CancelAccepted:
+    """Stop the active run on whichever replica drives it; its partial answer is kept."""
+    thread = await threads.get(user, thread_id)
+    if thread.active_run_id is None:
+        raise NoActiveRun(thread_id)
+    await leases.request_cancel(thread.active_run_id, thread_id)
+    runner.request_local_cancel(thread.active_run_id)
+    return CancelAccepted(run_id=thread.active_run_id)

@@ -1,0 +1,132 @@
+"""Request and response bodies of the main backend's HTTP API (../shared/API.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from main_backend.events.fold import MessageState, ThreadState
+
+Role = Literal["user", "assistant", "system"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _no_nul(value: str | None) -> str | None:
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL bytes")
+    return value
+
+
+class MessageIn(_Strict):
+    role: Role
+    content: str = Field(min_length=1)
+
+    _content_nul = field_validator("content")(_no_nul)
+
+
+class ChatRequest(_Strict):
+    thread_id: str | None = Field(default=None, min_length=1, max_length=64)
+    messages: list[MessageIn] = Field(default_factory=list)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+    system_prompt: str | None = Field(default=None, min_length=1, max_length=20_000)
+    metadata: dict[str, Any] | None = None
+    expected_version: int | None = Field(default=None, ge=0)
+    stream: bool = False
+
+    _nul = field_validator("thread_id", "system_prompt")(_no_nul)
+
+
+class ThreadCreate(_Strict):
+    title: str | None = Field(default=None, max_length=500)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    _nul = field_validator("title")(_no_nul)
+
+
+class ThreadPatch(_Strict):
+    title: str | None = Field(default=None, max_length=500)
+    metadata: dict[str, Any] | None = None
+
+    _nul = field_validator("title")(_no_nul)
+
+
+class Message(BaseModel):
+    id: str
+    role: str
+    content: str
+    created_at: datetime
+    version: int
+    run_id: str | None
+
+    @classmethod
+    def of(cls, message: MessageState) -> Message:
+        return cls(id=message.message_id, role=message.role, content=message.content,
+                   created_at=message.created_at, version=message.version,
+                   run_id=message.run_id)
+
+
+class Thread(BaseModel):
+    id: str
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    message_count: int
+    status: Literal["idle", "busy"]
+    metadata: dict[str, Any]
+
+    @classmethod
+    def of(cls, thread: ThreadState) -> Thread:
+        return cls(id=thread.thread_id, title=thread.title, created_at=thread.created_at,
+                   updated_at=thread.updated_at, version=thread.version,
+                   message_count=thread.message_count, status=thread.status,
+                   metadata=thread.metadata)
+
+
+class Usage(BaseModel):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class ChatResponse(BaseModel):
+    thread_id: str
+    run_id: str
+    message: Message
+    usage: Usage | None
+    finish_reason: str | None
+    model: str
+    version: int
+
+
+class ThreadList(BaseModel):
+    threads: list[Thread]
+    next_cursor: str | None
+
+
+class MessageList(BaseModel):
+    messages: list[Message]
+    # Pass it as `after_version` to read the next page.
+    next_cursor: str | None
+
+
+class CancelAccepted(BaseModel):
+    run_id: str
+
+
+class ServiceInfo(BaseModel):
+    service: Literal["main-backend"] = "main-backend"
+    version: str
+    status: Literal["ok"] = "ok"
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, dict[str, Any]]

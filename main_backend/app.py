@@ -1,0 +1,102 @@
+"""The main backend's application factory and its lifespan (the one bootstrap)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from loguru import logger
+
+from main_backend import __version__
+from main_backend.api import api_router
+from main_backend.api.errors import install_error_handlers
+from main_backend.conversation.chat import ChatService
+from main_backend.conversation.checkpoints import open_checkpointer
+from main_backend.conversation.graph import TurnDeps, build_turn_graph
+from main_backend.conversation.idempotency import IdempotencyKeys
+from main_backend.conversation.leases import RunLeases
+from main_backend.conversation.runner import TurnRunner
+from main_backend.conversation.threads import ThreadService
+from main_backend.db import create_database
+from main_backend.events.store import EventStore
+from main_backend.llm_client import LLMAgentClient
+from main_backend.metrics import Metrics
+from main_backend.settings import Settings
+from stubichat_common.logging import setup_logging
+from stubichat_common.middleware import RequestContextMiddleware
+
+ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+
+
+def migration_head() -> str | None:
+    return ScriptDirectory.from_config(Config(str(ALEMBIC_INI))).get_current_head()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    setup_logging(settings.log_level, settings.log_json)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = create_database(settings.database_url, pool_size=settings.database_pool_size,
+                             pool_timeout=settings.database_pool_timeout,
+                             sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+        llm = LLMAgentClient(settings.llm_agent_url, settings.llm_agent_timeout,
+                             settings.llm_agent_token)
+        store = EventStore(db)
+        leases = RunLeases(db, settings.replica_id, settings.run_lease_seconds)
+        try:
+            async with open_checkpointer(
+                settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
+            ) as checkpointer:
+                graph = build_turn_graph(
+                    TurnDeps(store, llm, settings.system_prompt, settings.max_context_tokens),
+                    checkpointer)
+                runner = TurnRunner(
+                    graph, checkpointer, store, leases, poll_seconds=settings.run_poll_seconds,
+                    sweep_seconds=max(0.2, settings.run_lease_seconds / 2),
+                    max_resumes=settings.run_max_resumes)
+                app.state.db, app.state.llm, app.state.leases = db, llm, leases
+                app.state.runner = runner
+                app.state.threads = ThreadService(store)
+                app.state.chat = ChatService(
+                    store, runner, IdempotencyKeys(db, settings.idempotency_ttl_hours))
+                runner.start_background()
+                logger.info("main-backend {} ready: database={} llm_agent={} replica={}",
+                            __version__, db.dialect, settings.llm_agent_url,
+                            settings.replica_id)
+                try:
+                    yield
+                finally:
+                    await runner.stop()
+        finally:
+            await llm.aclose()
+            await db.dispose()
+
+    app = FastAPI(
+        title="Stubichat main backend", version=__version__, lifespan=lifespan,
+        docs_url="/docs" if settings.debug else None, redoc_url=None,
+        openapi_url="/openapi.json" if settings.debug else None,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.migration_head = migration_head()
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestContextMiddleware, request_duration=metrics.request_duration,
+        errors=metrics.errors, max_body_bytes=settings.max_request_bytes,
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+            allow_headers=["*"], expose_headers=["X-Request-ID"],
+            allow_credentials="*" not in settings.cors_origins,
+        )
+    app.include_router(api_router)
+    return app

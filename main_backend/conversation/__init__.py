@@ -1,0 +1,1 @@
+"""Conversation runs: LangGraph graphs and their checkpoints."""

@@ -1,0 +1,70 @@
+"""The chat service: one request becomes one run, at most once per idempotency key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from main_backend.conversation.graph import RunEnded, ended_from_events, terminal_events
+from main_backend.conversation.idempotency import IdempotencyKeys, KeyRecord
+from main_backend.conversation.ids import run_started_id
+from main_backend.conversation.runner import RunHandle, TurnRunner
+from main_backend.conversation.turns import ChatCommand, new_run_id, plan_turn
+from main_backend.errors import IdempotencyKeyReused, RequestInProgress
+from main_backend.events.store import EventStore
+
+# A key whose request never reached the log (its replica died in between) is
+# given up after this long, so the client can use it again.
+STALE_KEY = timedelta(seconds=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """A repeated request: the first one's outcome, read back from the log."""
+
+    ended: RunEnded
+
+
+class ChatService:
+    def __init__(self, store: EventStore, runner: TurnRunner, keys: IdempotencyKeys) -> None:
+        self.store = store
+        self.runner = runner
+        self.keys = keys
+
+    async def start(
+        self, command: ChatCommand, idempotency_key: str | None, digest: str
+    ) -> RunHandle | Repeat:
+        if idempotency_key is not None:
+            record = await self.keys.get(command.user, idempotency_key)
+            if record is not None:
+                repeat = await self._repeat(command.user, idempotency_key, digest, record)
+                if repeat is not None:
+                    return repeat
+        run_id = new_run_id()
+        plan = await plan_turn(self.store, command, run_id)
+        if idempotency_key is not None:
+            earlier = await self.keys.claim(command.user, idempotency_key, digest,
+                                            plan.thread_id, run_id)
+            if earlier is not None:  # a concurrent twin claimed it first
+                repeat = await self._repeat(command.user, idempotency_key, digest, earlier)
+                if repeat is not None:
+                    return repeat
+                raise RequestInProgress()
+        try:
+            return await self.runner.start(plan, command.request_id, command.user)
+        except BaseException:
+            if idempotency_key is not None:
+                await self.keys.release(command.user, idempotency_key)
+            raise
+
+    async def _repeat(self, user: str, key: str, digest: str, record: KeyRecord) -> Repeat | None:
+        if record.request_hash != digest:
+            raise IdempotencyKeyReused()
+        stored = await terminal_events(self.store, record.thread_id, record.run_id)
+        if stored:
+            return Repeat(ended_from_events(stored, None))
+        started = await self.store.get_event(run_started_id(record.run_id))
+        if started is None and datetime.now(UTC) - record.created_at > STALE_KEY:
+            await self.keys.release(user, key)
+            return None
+        raise RequestInProgress()

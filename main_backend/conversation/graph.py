@@ -1,0 +1,272 @@
+"""The turn graph (LangGraph): record input → build prompt → call the LLM → record outcome.
+
+The checkpointed state holds identifiers, versions and this turn's outcome,
+never the history: the prompt is rebuilt from the log by the versions that
+`build_prompt` recorded, so a checkpoint's size does not grow with the thread.
+What is per-invocation and not durable (the input to record, the cancel
+signal) travels in the runtime context instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from loguru import logger
+
+from main_backend.conversation.ids import (
+    answer_message_event_id,
+    answer_message_id,
+    terminal_event_id,
+)
+from main_backend.conversation.prompt import prompt_at, prompt_between
+from main_backend.conversation.turns import TurnPlan
+from main_backend.errors import EventIdConflict, VersionConflict
+from main_backend.events.fold import MessageState, message_from_event
+from main_backend.events.store import EventStore
+from main_backend.events.types import (
+    MESSAGE_ADDED,
+    RUN_CANCELLED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    NewEvent,
+    StoredEvent,
+)
+from main_backend.llm_client import LLMAgentClient, LLMDelta, LLMDone, LLMError
+
+
+class TurnState(TypedDict, total=False):
+    thread_id: str
+    run_id: str
+    request_id: str | None
+    user: str
+    recorded: bool
+    model: str
+    params: dict[str, Any]
+    prompt_version: int
+    history_from: int | None
+    outcome: dict[str, Any]
+
+
+@dataclass
+class TurnContext:
+    """Per invocation; never checkpointed."""
+
+    plan: TurnPlan | None = None
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+# What the graph streams (stream_mode="custom") to whoever listens.
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    thread_id: str
+    run_id: str
+    version: int
+    messages: list[MessageState]
+
+
+@dataclass(frozen=True, slots=True)
+class RunDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    status: Literal["completed", "failed", "cancelled"]
+    thread_id: str
+    run_id: str
+    version: int
+    model: str
+    message: MessageState | None = None
+    usage: dict[str, Any] | None = None
+    finish_reason: str | None = None
+    error: dict[str, Any] | None = None
+    partial_content: str = ""
+
+
+@dataclass(frozen=True)
+class TurnDeps:
+    store: EventStore
+    llm: LLMAgentClient
+    default_system_prompt: str | None
+    max_context_tokens: int
+
+
+def build_turn_graph(
+    deps: TurnDeps, checkpointer: BaseCheckpointSaver | None
+) -> CompiledStateGraph[TurnState, TurnContext, TurnState, TurnState]:
+    store = deps.store
+
+    async def record_input(state: TurnState, runtime: Runtime[TurnContext]) -> TurnState:
+        plan = runtime.context.plan
+        assert plan is not None, "a new run needs its plan"
+        result = await store.append(plan.thread_id, plan.events, plan.expected_version)
+        messages = [message_from_event(e) for e in result.events if e.type == MESSAGE_ADDED]
+        get_stream_writer()(RunStarted(plan.thread_id, plan.run_id, result.version, messages))
+        return {"recorded": True, "model": plan.model, "params": plan.params,
+                "prompt_version": plan.prompt_version}
+
+    async def build_prompt(state: TurnState) -> TurnState:
+        thread = await store.get_thread(state["thread_id"])
+        assert thread is not None
+        prompt = await prompt_at(store, thread, state["prompt_version"],
+                                 deps.default_system_prompt, deps.max_context_tokens)
+        return {"history_from": prompt.from_version}
+
+    async def call_llm(state: TurnState, runtime: Runtime[TurnContext]) -> TurnState:
+        thread = await store.get_thread(state["thread_id"])
+        assert thread is not None
+        prompt = await prompt_between(store, thread, state.get("history_from"),
+                                      state["prompt_version"], deps.default_system_prompt)
+        params = state["params"]
+        stream = deps.llm.stream(prompt.messages, model=state["model"],
+                                 temperature=params["temperature"],
+                                 max_tokens=params.get("max_tokens"),
+                                 request_id=state.get("request_id"))
+        return {"outcome": await _generate(stream, runtime.context.cancel, state["model"])}
+
+    async def record_outcome(state: TurnState) -> TurnState:
+        ended = await append_outcome(store, state)
+        get_stream_writer()(ended)
+        return {}
+
+    graph = StateGraph(TurnState, context_schema=TurnContext)
+    graph.add_node("record_input", record_input)
+    graph.add_node("build_prompt", build_prompt)
+    graph.add_node("call_llm", call_llm)
+    graph.add_node("record_outcome", record_outcome)
+    # A run resumed from its run.started event has its input recorded already.
+    graph.add_conditional_edges(
+        START, lambda s: "build_prompt" if s.get("recorded") else "record_input",
+        ["record_input", "build_prompt"],
+    )
+    graph.add_edge("record_input", "build_prompt")
+    graph.add_edge("build_prompt", "call_llm")
+    graph.add_edge("call_llm", "record_outcome")
+    graph.add_edge("record_outcome", END)
+    return graph.compile(checkpointer=checkpointer)
+
+
+async def _generate(
+    stream: AsyncIterator[LLMDelta | LLMDone], cancel: asyncio.Event, model: str
+) -> dict[str, Any]:
+    """Relay the answer as it streams; stop at once when the run is cancelled."""
+    write = get_stream_writer()
+    parts: list[str] = []
+    started = time.perf_counter()
+    iterator = aiter(stream)
+    try:
+        while True:
+            next_item = asyncio.ensure_future(anext(iterator))
+            cancelled = asyncio.ensure_future(cancel.wait())
+            await asyncio.wait({next_item, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+            cancelled.cancel()
+            if not next_item.done():
+                next_item.cancel()
+                return {"status": "cancelled", "content": "".join(parts), "model": model}
+            try:
+                item = next_item.result()
+            except StopAsyncIteration:
+                raise LLMError("llm_upstream_error", 502, "the answer ended unexpectedly",
+                               retryable=True) from None
+            if isinstance(item, LLMDelta):
+                parts.append(item.text)
+                write(RunDelta(item.text))
+                continue
+            return {
+                "status": "completed", "content": "".join(parts), "model": item.model or model,
+                "finish_reason": item.finish_reason, "usage": item.usage,
+                "latency_ms": item.latency_ms, "ttft_ms": item.ttft_ms,
+            }
+    except LLMError as error:
+        logger.warning("LLM call failed: {} {}", error.code, error.message)
+        return {
+            "status": "failed", "content": "".join(parts), "model": model,
+            "error": {"code": error.code, "message": error.message,
+                      "retryable": error.retryable, "status_code": error.status_code,
+                      "retry_after": error.retry_after},
+            "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+    finally:
+        await iterator.aclose()  # type: ignore[attr-defined]
+
+
+def outcome_events(state: TurnState) -> list[NewEvent]:
+    """The events that end the run: one terminal event, with the answer if there is one."""
+    run_id, outcome = state["run_id"], state["outcome"]
+    metadata = {"request_id": state.get("request_id"), "user": state.get("user")}
+    answer = NewEvent(MESSAGE_ADDED, {
+        "message_id": answer_message_id(run_id), "role": "assistant",
+        "content": outcome["content"], "run_id": run_id,
+        "partial": outcome["status"] != "completed",
+    }, metadata, answer_message_event_id(run_id))
+    terminal_id = terminal_event_id(run_id)
+    # "model" (beyond the catalogue's fields) is what the agent reports it used.
+    model = outcome["model"]
+    if outcome["status"] == "completed":
+        return [answer, NewEvent(RUN_COMPLETED, {
+            "run_id": run_id, "message_id": answer_message_id(run_id), "model": model,
+            "finish_reason": outcome["finish_reason"], "usage": outcome["usage"],
+            "latency_ms": outcome["latency_ms"], "ttft_ms": outcome["ttft_ms"],
+        }, metadata, terminal_id)]
+    if outcome["status"] == "cancelled":
+        return [answer, NewEvent(RUN_CANCELLED, {
+            "run_id": run_id, "message_id": answer_message_id(run_id), "model": model,
+        }, metadata, terminal_id)]
+    error = outcome["error"]
+    return [NewEvent(RUN_FAILED, {
+        "run_id": run_id, "error": {"code": error["code"], "message": error["message"]},
+        "partial_content": outcome["content"], "model": model,
+    }, metadata, terminal_id)]
+
+
+async def append_outcome(store: EventStore, state: TurnState) -> RunEnded:
+    """Append the run's end (idempotently) and describe it."""
+    thread_id, run_id = state["thread_id"], state["run_id"]
+    events = outcome_events(state)
+    while True:
+        version = await store.current_version(thread_id)
+        try:
+            result = await store.append(thread_id, events, version)
+            return ended_from_events(result.events, state["outcome"].get("error"))
+        except VersionConflict:
+            continue  # a title change landed meanwhile; the ids keep this idempotent
+        except EventIdConflict:
+            # The run was ended by someone else (closed as interrupted): report that.
+            stored = await terminal_events(store, thread_id, run_id)
+            return ended_from_events(stored, None)
+
+
+async def terminal_events(store: EventStore, thread_id: str, run_id: str) -> list[StoredEvent]:
+    """The run's terminal event, and the answer appended with it, from the log."""
+    terminal = await store.get_event(terminal_event_id(run_id))
+    if terminal is None:
+        return []
+    return await store.read_thread(thread_id, from_version=max(1, terminal.version - 1),
+                                   to_version=terminal.version)
+
+
+def ended_from_events(events: list[StoredEvent], error: dict[str, Any] | None) -> RunEnded:
+    """The `RunEnded` that a run's stored terminal events describe."""
+    terminal = events[-1]
+    run_id = terminal.data["run_id"]
+    answer = next((message_from_event(e) for e in events
+                   if e.type == MESSAGE_ADDED and e.data["run_id"] == run_id), None)
+    common = {"thread_id": terminal.thread_id, "run_id": run_id, "version": terminal.version,
+              "model": terminal.data.get("model", "")}
+    if terminal.type == RUN_COMPLETED:
+        return RunEnded("completed", message=answer, usage=terminal.data["usage"],
+                        finish_reason=terminal.data["finish_reason"], **common)
+    if terminal.type == RUN_CANCELLED:
+        return RunEnded("cancelled", message=answer, **common)
+    stored_error = terminal.data["error"]
+    return RunEnded("failed", error={**(error or {}), **stored_error},
+                    partial_content=terminal.data["partial_content"], **common)

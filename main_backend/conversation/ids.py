@@ -1,0 +1,35 @@
+"""Ids derived from a run id, so whatever writes a run's events twice (a retry, a
+resumed run on another replica) writes the same ids and the store keeps one copy."""
+
+from __future__ import annotations
+
+import uuid
+
+
+def run_scoped_id(run_id: str, name: str) -> str:
+    return str(uuid.uuid5(uuid.UUID(run_id), name))
+
+
+def input_event_id(run_id: str, index: int) -> str:
+    return run_scoped_id(run_id, f"input-{index}")
+
+
+def input_message_id(run_id: str, index: int) -> str:
+    return run_scoped_id(run_id, f"input-message-{index}")
+
+
+def run_started_id(run_id: str) -> str:
+    return run_scoped_id(run_id, "started")
+
+
+def answer_message_event_id(run_id: str) -> str:
+    return run_scoped_id(run_id, "answer")
+
+
+def answer_message_id(run_id: str) -> str:
+    return run_scoped_id(run_id, "answer-message")
+
+
+def terminal_event_id(run_id: str) -> str:
+    """One id for completed, failed and cancelled alike: a run ends once."""
+    return run_scoped_id(run_id, "terminal")

@@ -1,0 +1,131 @@
+"""Run leases: which replica drives which run, until when, and cancel requests.
+
+The replica that starts a run holds its lease and renews it while the run is
+in flight. A lease that is not renewed expires, and any replica may then take
+the run over (crash-resume). Cancel requests are a flag on the lease, so they
+reach the run whichever replica drives it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from main_backend.conversation.tables import run_leases
+from main_backend.db import Database
+from main_backend.events.tables import threads
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanRun:
+    thread_id: str
+    run_id: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RunLeases:
+    def __init__(self, db: Database, replica_id: str, lease_seconds: float) -> None:
+        self.db = db
+        self.replica_id = replica_id
+        self.ttl = timedelta(seconds=lease_seconds)
+
+    async def take(self, run_id: str, thread_id: str) -> None:
+        """Hold the lease of a run this replica is starting."""
+        async with self.db.writer.begin() as conn:
+            await conn.execute(run_leases.insert().values(
+                run_id=run_id, thread_id=thread_id, replica_id=self.replica_id,
+                expires_at=_now() + self.ttl, cancel_requested=False, resumes=0,
+            ))
+
+    async def claim(self, run_id: str, thread_id: str) -> int | None:
+        """Take over a run whose lease expired (or never was written).
+
+        Returns how many times the run has been taken over, or None when
+        another replica holds a live lease.
+        """
+        now = _now()
+        async with self.db.writer.begin() as conn:
+            row = (await conn.execute(
+                sa.select(run_leases.c.expires_at, run_leases.c.resumes)
+                .where(run_leases.c.run_id == run_id)
+            )).first()
+            if row is None:
+                try:
+                    await conn.execute(run_leases.insert().values(
+                        run_id=run_id, thread_id=thread_id, replica_id=self.replica_id,
+                        expires_at=now + self.ttl, cancel_requested=False, resumes=1,
+                    ))
+                except IntegrityError:
+                    return None
+                return 1
+            if row.expires_at > now:
+                return None
+            updated = await conn.execute(
+                run_leases.update()
+                .where(run_leases.c.run_id == run_id, run_leases.c.expires_at <= now)
+                .values(replica_id=self.replica_id, expires_at=now + self.ttl,
+                        resumes=row.resumes + 1)
+            )
+            return row.resumes + 1 if updated.rowcount == 1 else None
+
+    async def renew(self, run_ids: Collection[str]) -> set[str]:
+        """Extend this replica's leases; returns the runs asked to cancel."""
+        if not run_ids:
+            return set()
+        async with self.db.writer.begin() as conn:
+            await conn.execute(
+                run_leases.update()
+                .where(run_leases.c.run_id.in_(run_ids),
+                       run_leases.c.replica_id == self.replica_id)
+                .values(expires_at=_now() + self.ttl)
+            )
+            rows = await conn.execute(
+                sa.select(run_leases.c.run_id)
+                .where(run_leases.c.run_id.in_(run_ids), run_leases.c.cancel_requested)
+            )
+            return {row.run_id for row in rows}
+
+    async def request_cancel(self, run_id: str, thread_id: str) -> None:
+        async with self.db.writer.begin() as conn:
+            updated = await conn.execute(
+                run_leases.update().where(run_leases.c.run_id == run_id)
+                .values(cancel_requested=True)
+            )
+            if updated.rowcount == 0:
+                # The run lost its lease row (crash before it was written): an
+                # expired lease that carries the request to whoever resumes it.
+                await conn.execute(run_leases.insert().values(
+                    run_id=run_id, thread_id=thread_id, replica_id="", expires_at=_now(),
+                    cancel_requested=True, resumes=0,
+                ))
+
+    async def is_cancel_requested(self, run_id: str) -> bool:
+        async with self.db.engine.connect() as conn:
+            return bool(await conn.scalar(
+                sa.select(run_leases.c.cancel_requested).where(run_leases.c.run_id == run_id)
+            ))
+
+    async def release(self, run_id: str) -> None:
+        async with self.db.writer.begin() as conn:
+            await conn.execute(run_leases.delete().where(run_leases.c.run_id == run_id))
+
+    async def orphans(self, limit: int = 50) -> list[OrphanRun]:
+        """Active runs (per the read model) whose lease expired or is missing."""
+        query = (
+            sa.select(threads.c.thread_id, threads.c.active_run_id)
+            .select_from(threads.outerjoin(
+                run_leases, run_leases.c.run_id == threads.c.active_run_id))
+            .where(threads.c.active_run_id.is_not(None),
+                   sa.or_(run_leases.c.run_id.is_(None), run_leases.c.expires_at <= _now()))
+            .limit(limit)
+        )
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(query)
+            return [OrphanRun(row.thread_id, row.active_run_id) for row in rows]

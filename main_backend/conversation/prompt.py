@@ -1,0 +1,126 @@
+"""Prompt building: a pure function of the thread's log (DESIGN.md principle 4).
+
+The chat turn and the admin replay call the same code, so a replay shows
+exactly what the model saw. `select_history` decides which messages fit;
+`collect_history` feeds it from the store newest-first and stops reading as
+soon as the budget is full, so a turn at version 10,000 reads about what a
+turn at version 10 reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+from main_backend.events.fold import MessageState, ThreadState
+from main_backend.events.store import EventStore
+
+# Every message costs a few tokens of framing besides its text.
+MESSAGE_OVERHEAD_TOKENS = 4
+
+
+def estimate_tokens(text: str) -> int:
+    """An offline token estimate: about four characters per token (no tokenizer download)."""
+    return (len(text) + 3) // 4 + MESSAGE_OVERHEAD_TOKENS
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    messages: list[dict[str, str]]
+    # The oldest thread version whose message made it in (None: no history).
+    from_version: int | None
+    estimated_tokens: int
+
+
+def select_history(
+    newest_first: Iterable[MessageState], budget_tokens: int
+) -> tuple[list[MessageState], bool]:
+    """The newest messages that fit in `budget_tokens`, oldest first, and whether
+    the budget ran out (True) or the history did (False).
+
+    The latest user message is always kept, even alone over budget; a message
+    never goes in cut; empty messages (a cancelled run's empty partial) are skipped.
+    """
+    kept: list[MessageState] = []
+    used = 0
+    seen_user = False
+    for message in newest_first:
+        if not message.content:
+            continue
+        cost = estimate_tokens(message.content)
+        must_keep = message.role == "user" and not seen_user
+        if used + cost > budget_tokens and not must_keep:
+            kept.reverse()
+            return kept, True
+        kept.append(message)
+        used += cost
+        seen_user = seen_user or message.role == "user"
+    kept.reverse()
+    return kept, False
+
+
+def build_prompt(system_prompt: str | None, history: list[MessageState]) -> Prompt:
+    """System prompt first, then `history` (already selected, oldest first)."""
+    messages = []
+    tokens = 0
+    if system_prompt:
+        messages.append({"role": "system", "content": system_prompt})
+        tokens += estimate_tokens(system_prompt)
+    messages += [{"role": m.role, "content": m.content} for m in history]
+    tokens += sum(estimate_tokens(m.content) for m in history)
+    return Prompt(messages, history[0].version if history else None, tokens)
+
+
+def history_budget(system_prompt: str | None, max_context_tokens: int) -> int:
+    return max_context_tokens - (estimate_tokens(system_prompt) if system_prompt else 0)
+
+
+async def collect_history(
+    newest_first: AsyncIterator[MessageState], budget_tokens: int
+) -> list[MessageState]:
+    """Read newest-first only until the budget is full, then select."""
+    window: list[MessageState] = []
+    used = 0
+    seen_user = False
+    async for message in newest_first:
+        window.append(message)
+        used += estimate_tokens(message.content) if message.content else 0
+        seen_user = seen_user or message.role == "user"
+        if used > budget_tokens and seen_user:
+            break
+    selected, _ = select_history(window, budget_tokens)
+    return selected
+
+
+def system_prompt_for(thread: ThreadState, default: str | None) -> str | None:
+    """The thread's own system prompt, else the deployment's SYSTEM_PROMPT."""
+    return thread.system_prompt or default
+
+
+async def prompt_at(
+    store: EventStore, thread: ThreadState, version: int, default_system_prompt: str | None,
+    max_context_tokens: int,
+) -> Prompt:
+    """The prompt a turn at `version` sends: what fits, newest history first."""
+    system_prompt = system_prompt_for(thread, default_system_prompt)
+    history = await collect_history(
+        store.iter_messages_backwards(thread.thread_id, up_to_version=version),
+        history_budget(system_prompt, max_context_tokens),
+    )
+    return build_prompt(system_prompt, history)
+
+
+async def prompt_between(
+    store: EventStore, thread: ThreadState, from_version: int | None, version: int,
+    default_system_prompt: str | None,
+) -> Prompt:
+    """The prompt `prompt_at` chose, rebuilt from the versions it recorded."""
+    history: list[MessageState] = []
+    if from_version is not None:
+        async for message in store.iter_messages_backwards(thread.thread_id, version):
+            if message.version < from_version:
+                break
+            if message.content:
+                history.append(message)
+    history.reverse()
+    return build_prompt(system_prompt_for(thread, default_system_prompt), history)

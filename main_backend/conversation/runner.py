@@ -1,0 +1,258 @@
+"""Drives turn graphs in the background, apart from the requests that start them.
+
+A run belongs to no HTTP request: a client that disconnects only stops
+listening. This replica renews the leases of the runs it drives, passes
+cancel requests to them, and takes over runs whose replica stopped renewing
+(crash-resume): from the run's checkpoint when it has one, else from its
+`run.started` event. A run that cannot be resumed is closed as `interrupted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+from loguru import logger
+
+from main_backend.conversation.checkpoints import prune_thread
+from main_backend.conversation.graph import (
+    RunDelta,
+    RunEnded,
+    RunStarted,
+    TurnContext,
+    TurnState,
+    append_outcome,
+)
+from main_backend.conversation.ids import run_started_id
+from main_backend.conversation.leases import OrphanRun, RunLeases
+from main_backend.conversation.turns import TurnPlan
+from main_backend.events.store import EventStore
+
+RunEvent = RunStarted | RunDelta | RunEnded
+
+
+def checkpoint_key(thread_id: str, run_id: str) -> str:
+    """The LangGraph thread of one run: pruning it can never touch the next run's."""
+    return f"{thread_id}:{run_id}"
+
+
+class RunHandle:
+    """One run as this replica drives it: its events so far, for any number of listeners."""
+
+    def __init__(self, thread_id: str, run_id: str) -> None:
+        self.thread_id = thread_id
+        self.run_id = run_id
+        self.cancel = asyncio.Event()
+        self.events: list[RunEvent] = []
+        self.error: BaseException | None = None
+        self.finished = False
+        self._changed = asyncio.Condition()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def started(self) -> RunStarted | None:
+        return next((e for e in self.events if isinstance(e, RunStarted)), None)
+
+    @property
+    def ended(self) -> RunEnded | None:
+        last = self.events[-1] if self.events else None
+        return last if isinstance(last, RunEnded) else None
+
+    async def publish(self, event: RunEvent) -> None:
+        async with self._changed:
+            self.events.append(event)
+            self._changed.notify_all()
+
+    async def finish(self, error: BaseException | None = None) -> None:
+        async with self._changed:
+            self.error = error
+            self.finished = True
+            self._changed.notify_all()
+
+    async def wait_started(self) -> RunStarted:
+        """The recorded input, or the error that refused it (conflict, busy…)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.started is not None or self.finished)
+        if self.started is not None:
+            return self.started
+        assert self.error is not None
+        raise self.error
+
+    async def wait_ended(self) -> RunEnded | None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.finished)
+        return self.ended
+
+    async def follow(self) -> AsyncIterator[RunEvent]:
+        """Every event from the first, then each as it comes, until the run is over."""
+        index = 0
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(
+                    lambda seen=index: len(self.events) > seen or self.finished)
+                fresh, done = self.events[index:], self.finished
+            index += len(fresh)
+            for event in fresh:
+                yield event
+            if done and index >= len(self.events):
+                return
+
+
+class TurnRunner:
+    def __init__(
+        self,
+        graph: CompiledStateGraph[TurnState, TurnContext, TurnState, TurnState],
+        checkpointer: BaseCheckpointSaver,
+        store: EventStore,
+        leases: RunLeases,
+        *,
+        poll_seconds: float,
+        sweep_seconds: float,
+        max_resumes: int,
+    ) -> None:
+        self.graph = graph
+        self.checkpointer = checkpointer
+        self.store = store
+        self.leases = leases
+        self.poll_seconds = poll_seconds
+        self.sweep_seconds = sweep_seconds
+        self.max_resumes = max_resumes
+        self.local: dict[str, RunHandle] = {}
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def start(self, plan: TurnPlan, request_id: str | None, user: str) -> RunHandle:
+        """Start a new run; returns once its input is recorded (or raises why not)."""
+        await self.leases.take(plan.run_id, plan.thread_id)
+        handle = self._launch(plan.thread_id, plan.run_id, {
+            "thread_id": plan.thread_id, "run_id": plan.run_id, "request_id": request_id,
+            "user": user,
+        }, TurnContext(plan=plan))
+        await handle.wait_started()
+        return handle
+
+    def _launch(self, thread_id: str, run_id: str, state: TurnState | None,
+                context: TurnContext) -> RunHandle:
+        handle = RunHandle(thread_id, run_id)
+        context.cancel = handle.cancel
+        self.local[run_id] = handle
+        handle.task = asyncio.create_task(self._drive(handle, state, context),
+                                          name=f"run {run_id}")
+        return handle
+
+    async def _drive(self, handle: RunHandle, state: TurnState | None,
+                     context: TurnContext) -> None:
+        config: Any = {"configurable": {"thread_id": checkpoint_key(handle.thread_id,
+                                                                    handle.run_id)}}
+        error: BaseException | None = None
+        try:
+            async for event in self.graph.astream(state, config, context=context,
+                                                  stream_mode="custom", durability="sync"):
+                await handle.publish(event)
+        except Exception as exc:
+            error = exc
+            if handle.started is not None:
+                logger.exception("run {} failed before its outcome was recorded; it will be "
+                                 "resumed when its lease expires", handle.run_id)
+        finally:
+            self.local.pop(handle.run_id, None)
+            # Refused input or a recorded end: nothing left to resume.
+            if handle.ended is not None or (handle.started is None and state is not None
+                                            and not state.get("recorded")):
+                await self._cleanup(handle)
+            await handle.finish(error)
+
+    async def _cleanup(self, handle: RunHandle) -> None:
+        try:
+            await self.leases.release(handle.run_id)
+            await prune_thread(self.checkpointer, checkpoint_key(handle.thread_id, handle.run_id))
+        except Exception:
+            logger.exception("could not clean up after run {}", handle.run_id)
+
+    def request_local_cancel(self, run_id: str) -> bool:
+        handle = self.local.get(run_id)
+        if handle is not None:
+            handle.cancel.set()
+        return handle is not None
+
+    # Background loops -------------------------------------------------------------------
+
+    def start_background(self) -> None:
+        self._loops = [asyncio.create_task(self._heartbeat(), name="run heartbeat"),
+                       asyncio.create_task(self._sweep(), name="run sweeper")]
+
+    async def stop(self) -> None:
+        """Stop driving runs; unfinished ones resume elsewhere when their leases expire."""
+        tasks = [*self._loops, *(h.task for h in self.local.values() if h.task)]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                for run_id in await self.leases.renew(list(self.local)):
+                    self.request_local_cancel(run_id)
+            except Exception:
+                logger.exception("could not renew run leases")
+
+    async def _sweep(self) -> None:
+        while True:
+            try:
+                await self.resume_orphans()
+            except Exception:
+                logger.exception("could not look for runs to resume")
+            await asyncio.sleep(self.sweep_seconds)
+
+    async def resume_orphans(self) -> int:
+        resumed = 0
+        for orphan in await self.leases.orphans():
+            if orphan.run_id in self.local:
+                continue
+            resumes = await self.leases.claim(orphan.run_id, orphan.thread_id)
+            if resumes is None:
+                continue
+            resumed += 1
+            await self._resume(orphan, resumes)
+        return resumed
+
+    async def _resume(self, orphan: OrphanRun, resumes: int) -> None:
+        thread_id, run_id = orphan.thread_id, orphan.run_id
+        logger.warning("resuming run {} of thread {} (take-over {})", run_id, thread_id, resumes)
+        started = await self.store.get_event(run_started_id(run_id))
+        if resumes > self.max_resumes or started is None:
+            await self._close_interrupted(thread_id, run_id)
+            return
+        config: Any = {"configurable": {"thread_id": checkpoint_key(thread_id, run_id)}}
+        snapshot = await self.graph.aget_state(config)
+        state: TurnState | None
+        if snapshot.next and snapshot.values.get("run_id") == run_id:
+            state = None  # continue from the checkpoint
+        else:
+            state = {
+                "thread_id": thread_id, "run_id": run_id, "recorded": True,
+                "model": started.data["model"], "params": started.data["params"],
+                "prompt_version": started.data["prompt_version"],
+                "request_id": started.metadata.get("request_id"),
+                "user": started.metadata.get("user"),
+            }
+        handle = self._launch(thread_id, run_id, state, TurnContext())
+        if await self.leases.is_cancel_requested(run_id):
+            handle.cancel.set()
+
+    async def _close_interrupted(self, thread_id: str, run_id: str) -> None:
+        logger.error("closing run {} of thread {} as interrupted", run_id, thread_id)
+        state: TurnState = {"thread_id": thread_id, "run_id": run_id, "outcome": {
+            "status": "failed", "content": "", "model": "",
+            "error": {"code": "interrupted",
+                      "message": "the run was interrupted and could not be resumed"},
+        }}
+        await append_outcome(self.store, state)
+        await self.leases.release(run_id)
+        await prune_thread(self.checkpointer, checkpoint_key(thread_id, run_id))

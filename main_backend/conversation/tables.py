@@ -1,0 +1,32 @@
+"""Coordination rows of runs: leases (who runs what, until when) and idempotency keys.
+
+They live in the database, not in a process, so any replica can take over a
+run and a repeated request is recognised whichever replica it reaches.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from main_backend.events.tables import ID, UTCDateTime, metadata
+
+run_leases = sa.Table(
+    "run_leases", metadata,
+    sa.Column("run_id", ID, primary_key=True),
+    sa.Column("thread_id", ID, nullable=False),
+    sa.Column("replica_id", sa.String(128), nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    # How many times a replica took the run over after its owner stopped.
+    sa.Column("resumes", sa.Integer, nullable=False),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys", metadata,
+    sa.Column("owner", sa.String(255), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("thread_id", ID, nullable=False),
+    sa.Column("run_id", ID, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False, index=True),
+)

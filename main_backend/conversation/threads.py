@@ -1,0 +1,103 @@
+"""Threads as their owner sees them: create, list, read, rename, delete, page messages."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from main_backend.conversation.turns import owned_thread
+from main_backend.errors import InvalidRequest, VersionConflict
+from main_backend.events.fold import MessageState, ThreadState
+from main_backend.events.projections import message_from_row, thread_from_row
+from main_backend.events.store import EventStore
+from main_backend.events.tables import messages as messages_table
+from main_backend.events.tables import threads as threads_table
+from main_backend.events.types import THREAD_CREATED, THREAD_DELETED, THREAD_UPDATED, NewEvent
+
+
+def encode_cursor(thread: ThreadState) -> str:
+    raw = json.dumps([thread.updated_at.isoformat(), thread.thread_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        updated_at, thread_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(updated_at), str(thread_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise InvalidRequest("cursor is not one this API gave out", "cursor") from exc
+
+
+class ThreadService:
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    async def create(self, user: str, title: str | None, metadata: dict[str, Any],
+                     request_id: str | None) -> ThreadState:
+        thread_id = str(uuid.uuid4())
+        await self.store.append(thread_id, [NewEvent(THREAD_CREATED, {
+            "owner": user, "title": title, "metadata": metadata, "forked_from": None,
+        }, {"request_id": request_id, "user": user})], 0)
+        return await owned_thread(self.store, thread_id, user)
+
+    async def get(self, user: str, thread_id: str) -> ThreadState:
+        return await owned_thread(self.store, thread_id, user)
+
+    async def list(self, user: str, limit: int, cursor: str | None
+                   ) -> tuple[list[ThreadState], str | None]:
+        query = (
+            sa.select(threads_table)
+            .where(threads_table.c.owner == user, threads_table.c.deleted.is_(False))
+            .order_by(threads_table.c.updated_at.desc(), threads_table.c.thread_id.desc())
+            .limit(limit + 1)
+        )
+        if cursor:
+            updated_at, thread_id = decode_cursor(cursor)
+            query = query.where(sa.or_(
+                threads_table.c.updated_at < updated_at,
+                sa.and_(threads_table.c.updated_at == updated_at,
+                        threads_table.c.thread_id < thread_id),
+            ))
+        async with self.store.db.engine.connect() as conn:
+            found = [thread_from_row(row) for row in await conn.execute(query)]
+        page = found[:limit]
+        return page, encode_cursor(page[-1]) if len(found) > limit else None
+
+    async def messages(self, user: str, thread_id: str, after_version: int, limit: int
+                       ) -> tuple[list[MessageState], str | None]:
+        await owned_thread(self.store, thread_id, user)
+        query = (
+            sa.select(messages_table)
+            .where(messages_table.c.thread_id == thread_id,
+                   messages_table.c.version > after_version)
+            .order_by(messages_table.c.version)
+            .limit(limit + 1)
+        )
+        async with self.store.db.engine.connect() as conn:
+            found = [message_from_row(row) for row in await conn.execute(query)]
+        page = found[:limit]
+        return page, str(page[-1].version) if len(found) > limit else None
+
+    async def update(self, user: str, thread_id: str, changes: dict[str, Any],
+                     request_id: str | None) -> ThreadState:
+        return await self._append(user, thread_id, NewEvent(
+            THREAD_UPDATED, changes, {"request_id": request_id, "user": user}))
+
+    async def delete(self, user: str, thread_id: str, request_id: str | None) -> None:
+        await self._append(user, thread_id, NewEvent(
+            THREAD_DELETED, {}, {"request_id": request_id, "user": user}))
+
+    async def _append(self, user: str, thread_id: str, event: NewEvent) -> ThreadState:
+        while True:
+            thread = await owned_thread(self.store, thread_id, user)
+            try:
+                await self.store.append(thread_id, [event], thread.version)
+            except VersionConflict:
+                continue  # a turn moved the thread on; the event's id keeps this idempotent
+            return await self.store.get_thread(thread_id) or thread

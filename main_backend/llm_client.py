@@ -1,0 +1,235 @@
+"""The main backend's client of the llm_agent: streamed generation and a health probe.
+
+Every failure, whatever its form (a JSON error before the stream, an `error` event,
+a cut-off or malformed stream, a refused connection, a timeout), is raised as one
+`LLMError` carrying the main backend's API code and status (API.md, Chat section).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from loguru import logger
+
+CONNECT_TIMEOUT = 5.0
+HEALTH_TIMEOUT = 2.0
+
+RATE_LIMITED = (429, "llm_rate_limited")
+TIMEOUT = (504, "llm_timeout")
+UPSTREAM = (502, "llm_upstream_error")
+UNAVAILABLE = (503, "llm_agent_unavailable")
+
+# The one mapping table: agent error code -> (our status, our API code), retryable
+# unless the agent says otherwise (its `error` events carry their own flag).
+AGENT_CODES: dict[str, tuple[tuple[int, str], bool]] = {
+    "upstream_rate_limited": (RATE_LIMITED, True),
+    "upstream_timeout": (TIMEOUT, True),
+    "upstream_error": (UPSTREAM, True),
+    "upstream_auth_failed": (UPSTREAM, False),
+    "invalid_request": (UPSTREAM, False),  # we validate first: should not happen
+    "payload_too_large": (UPSTREAM, False),
+    "provider_not_configured": (UNAVAILABLE, False),
+    "unauthorized": (UNAVAILABLE, False),  # our LLM_AGENT_TOKEN is wrong
+}
+# An error without a known code (a proxy's page, a newer agent) maps by status;
+# anything else, including other 5xx, means the agent is unavailable.
+AGENT_STATUSES: dict[int, str] = {
+    429: "upstream_rate_limited", 504: "upstream_timeout", 400: "invalid_request",
+    413: "payload_too_large", 422: "invalid_request", 401: "unauthorized",
+}
+
+
+class LLMError(Exception):
+    """A failed LLM call, as the main backend's API reports it (`code`, `status_code`)."""
+
+    def __init__(self, code: str, status_code: int, message: str, *, retryable: bool,
+                 retry_after: float | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.status_code, self.message = code, status_code, message
+        self.retryable, self.retry_after = retryable, retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class LLMDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class LLMDone:
+    finish_reason: str | None
+    usage: dict[str, Any] | None
+    model: str
+    latency_ms: float
+    ttft_ms: float | None
+
+
+def _error(
+    kind: tuple[int, str], message: str, *, retryable: bool, retry_after: float | None = None
+) -> LLMError:
+    return LLMError(kind[1], kind[0], message, retryable=retryable, retry_after=retry_after)
+
+
+def agent_error(
+    agent_code: str | None, status: int | None, message: str, *,
+    retryable: bool | None = None, retry_after: float | None = None,
+) -> LLMError:
+    """Map an error the agent reported (by its code, else by HTTP status) to ours."""
+    code = agent_code if agent_code in AGENT_CODES else AGENT_STATUSES.get(status or 0, "")
+    kind, default_retryable = AGENT_CODES.get(code, (UNAVAILABLE, True))
+    if kind == UNAVAILABLE:  # the agent's own trouble: details for operators, not for clients
+        logger.warning("LLM agent unavailable: {} {}: {}", status, agent_code, message)
+        message = "the LLM agent is unavailable"
+    return _error(kind, message, retry_after=retry_after,
+                  retryable=default_retryable if retryable is None else retryable)
+
+
+def _failed(kind: tuple[int, str], message: str, exc: Exception) -> LLMError:
+    logger.warning("LLM agent call failed: {} ({})", kind[1], _describe(exc))
+    return _error(kind, message, retryable=True)
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def _error_from_response(response: httpx.Response) -> LLMError:
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        error, code = {}, None
+        message = f"the LLM agent answered HTTP {response.status_code}"
+    retry_after = _seconds(response.headers.get("retry-after"))
+    if retry_after is None and isinstance(error, dict):
+        retry_after = _seconds(error.get("retry_after"))
+    return agent_error(code, response.status_code, message, retry_after=retry_after)
+
+
+async def _sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    """(event name, data) as each event completes; comments such as `: ping` are skipped."""
+    name, data = "message", []
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                yield name, "\n".join(data)
+            name, data = "message", []
+        elif not line.startswith(":"):
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+
+
+def _parse_event(name: str, raw: str) -> LLMDelta | LLMDone | None:
+    """One agent event: a delta, the done, None (unknown: ignored); `error` raises."""
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise TypeError("the data is not an object")
+        if name == "delta":
+            return LLMDelta(_typed(data["text"], str))
+        if name == "done":
+            return LLMDone(finish_reason=_typed(data.get("finish_reason"), str | None),
+                           usage=_typed(data.get("usage"), dict | None),
+                           model=_typed(data["model"], str),
+                           latency_ms=float(data["latency_ms"]),
+                           ttft_ms=None if (ttft := data.get("ttft_ms")) is None else float(ttft))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _error(UPSTREAM, f"the LLM agent sent a malformed {name!r} event",
+                     retryable=False) from exc
+    if name == "error":
+        retryable = data.get("retryable")
+        raise agent_error(str(data.get("code")), None, str(data.get("message") or "failed"),
+                          retryable=retryable if isinstance(retryable, bool) else None,
+                          retry_after=_seconds(data.get("retry_after")))
+    return None  # an event kind this client does not know
+
+
+def _typed(value: Any, kind: Any) -> Any:
+    if not isinstance(value, kind):
+        raise TypeError(f"unexpected {type(value).__name__}")
+    return value
+
+
+class LLMAgentClient:
+    def __init__(self, base_url: str, timeout: float, token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout)),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def stream(
+        self, messages: list[dict[str, str]], *, model: str, temperature: float,
+        max_tokens: int | None, request_id: str | None,
+    ) -> AsyncIterator[LLMDelta | LLMDone]:
+        """Deltas as they arrive, then one `LLMDone`; any failure raises `LLMError`."""
+        body: dict[str, Any] = {"messages": messages, "model": model, "temperature": temperature}
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        headers = {"X-Request-ID": request_id} if request_id else {}
+        streaming = False
+        try:
+            async with self._client.stream("POST", "/generate/stream", json=body,
+                                           headers=headers) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _error_from_response(response)
+                streaming = True
+                done: LLMDone | None = None
+                async with aclosing(_sse_events(response)) as events:
+                    async for name, raw in events:
+                        if done is None:  # after `done`, read to the end: the connection is reused
+                            item = _parse_event(name, raw)
+                            if isinstance(item, LLMDelta):
+                                yield item
+                            done = item if isinstance(item, LLMDone) else None
+                if done is None:
+                    raise _error(UPSTREAM, "the LLM agent's stream ended early", retryable=True)
+                yield done
+        except LLMError as error:
+            logger.warning("LLM agent call failed: {} ({})", error.code, error.message)
+            raise
+        except httpx.ConnectTimeout as exc:  # nothing answers at that address
+            raise _failed(UNAVAILABLE, "the LLM agent is unreachable", exc) from exc
+        except httpx.TimeoutException as exc:
+            raise _failed(TIMEOUT, "the LLM agent did not answer in time", exc) from exc
+        except httpx.HTTPError as exc:  # refused, reset, or closed mid-stream
+            kind, what = (UPSTREAM, "broke off") if streaming else (UNAVAILABLE, "is unreachable")
+            raise _failed(kind, f"the connection to the LLM agent {what}", exc) from exc
+
+    async def health(self) -> dict[str, Any]:
+        """`{"status": "ok"|"failing", ...}` from the agent's `/health`; never raises."""
+        started = time.perf_counter()
+        try:
+            response = await self._client.get("/health", timeout=HEALTH_TIMEOUT)
+            body = response.json()
+        except Exception as exc:  # a health probe reports, it never raises
+            return {"status": "failing", "error": _describe(exc)}
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        details = body if isinstance(body, dict) else {}
+        ok = response.status_code == 200 and details.get("status") == "ok"
+        result: dict[str, Any] = {"status": "ok" if ok else "failing", "latency_ms": latency_ms,
+                                  "provider": details.get("provider")}
+        if not ok:
+            result.update(http_status=response.status_code, checks=details.get("checks"))
+        return result

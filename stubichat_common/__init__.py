@@ -1,0 +1,1 @@
+"""HTTP plumbing both services share: logging, request context, error envelope, SSE."""

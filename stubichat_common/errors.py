@@ -1,0 +1,74 @@
+"""The error envelope both services answer with, and the handlers they share."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+
+
+class ErrorCounter(Protocol):
+    def labels(self, code: str) -> Any: ...
+
+
+def error_body(
+    code: str, message: str, request_id: str | None, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """The envelope for this request; counted in the app's `metrics.errors` by code."""
+    request.app.state.metrics.errors.labels(code).inc()
+    request_id = getattr(request.state, "request_id", None)
+    return JSONResponse(
+        error_body(code, message, request_id, details), status_code=status, headers=headers
+    )
+
+
+def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    details = []
+    for error in exc.errors():
+        location = [str(part) for part in error.get("loc", ()) if part != "body"]
+        details.append({
+            "field": ".".join(location) or "body",
+            "message": error.get("msg", "invalid value"),
+            "type": error.get("type", "value_error"),
+        })
+    return details
+
+
+def install_common_handlers(app: FastAPI, validation_code: str = "invalid_request") -> None:
+    """Request validation (422) and routing errors (404, 405) as envelopes."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = validation_details(exc)
+        if any(d["type"] == "json_invalid" for d in details):
+            message = "the request body is not valid JSON"
+        elif any(d["field"] == "body" for d in details):
+            message = "the request body must be a JSON object"
+        else:
+            message = "invalid value for " + ", ".join(d["field"] for d in details)
+        return error_response(request, 422, validation_code, message, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return error_response(request, exc.status_code, code, str(exc.detail), None,
+                              dict(exc.headers) if exc.headers else None)
