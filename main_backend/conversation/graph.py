@@ -10,6 +10,7 @@ signal) travels in the runtime context instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -171,6 +172,9 @@ async def _generate(
             cancelled.cancel()
             if not next_item.done():
                 next_item.cancel()
+                # Let the stream unwind before it is closed below.
+                with contextlib.suppress(BaseException):
+                    await next_item
                 return {"status": "cancelled", "content": "".join(parts), "model": model}
             try:
                 item = next_item.result()

@@ -73,3 +73,25 @@ def copy_sqlite(template: Path, target: Path) -> None:
         source = Path(str(template) + suffix)
         if source.exists():
             shutil.copyfile(source, str(target) + suffix)
+
+
+def query(database_url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
+    """Run one SQL statement with a plain synchronous connection (for inspecting)."""
+    import sqlalchemy as sa
+
+    url = make_url(database_url)
+    sync_url = url.set(drivername="sqlite" if url.get_backend_name() == "sqlite"
+                       else "postgresql+psycopg")
+    engine = sa.create_engine(sync_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def event_count(database_url: str, thread_id: str | None = None) -> int:
+    if thread_id is None:
+        return int(query(database_url, "SELECT count(*) FROM events")[0][0])  # type: ignore[arg-type]
+    rows = query(database_url, "SELECT count(*) FROM events WHERE thread_id = :t", t=thread_id)
+    return int(rows[0][0])  # type: ignore[arg-type]
