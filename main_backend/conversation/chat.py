@@ -10,12 +10,14 @@ from main_backend.conversation.idempotency import IdempotencyKeys, KeyRecord
 from main_backend.conversation.ids import run_started_id
 from main_backend.conversation.runner import RunHandle, TurnRunner
 from main_backend.conversation.turns import ChatCommand, new_run_id, plan_turn
-from main_backend.errors import IdempotencyKeyReused, RequestInProgress
+from main_backend.errors import IdempotencyKeyReused, RequestInProgress, VersionConflict
 from main_backend.events.store import EventStore
 
 # A key whose request never reached the log (its replica died in between) is
 # given up after this long, so the client can use it again.
 STALE_KEY = timedelta(seconds=30)
+# Plans of one request against a thread that keeps moving, before giving up.
+PLAN_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,21 +43,36 @@ class ChatService:
                 if repeat is not None:
                     return repeat
         run_id = new_run_id()
-        plan = await plan_turn(self.store, command, run_id)
-        if idempotency_key is not None:
-            earlier = await self.keys.claim(command.user, idempotency_key, digest,
-                                            plan.thread_id, run_id)
-            if earlier is not None:  # a concurrent twin claimed it first
-                repeat = await self._repeat(command.user, idempotency_key, digest, earlier)
-                if repeat is not None:
-                    return repeat
-                raise RequestInProgress()
-        try:
-            return await self.runner.start(plan, command.request_id, command.user)
-        except BaseException:
-            if idempotency_key is not None:
-                await self.keys.release(command.user, idempotency_key)
-            raise
+        claimed = False
+        for attempt in range(1, PLAN_ATTEMPTS + 1):
+            plan = await plan_turn(self.store, command, run_id)
+            if idempotency_key is not None and not claimed:
+                earlier = await self.keys.claim(command.user, idempotency_key, digest,
+                                                plan.thread_id, run_id)
+                if earlier is not None:  # a concurrent twin claimed it first
+                    repeat = await self._repeat(command.user, idempotency_key, digest, earlier)
+                    if repeat is not None:
+                        return repeat
+                    raise RequestInProgress()
+                claimed = True
+            try:
+                return await self.runner.start(plan, command.request_id, command.user)
+            except VersionConflict:
+                # The thread moved on between planning and appending (a concurrent
+                # turn, a rename). Unless the client pinned a version, look again:
+                # a run that started meanwhile now answers thread_busy.
+                if command.expected_version is None and attempt < PLAN_ATTEMPTS:
+                    continue
+                await self._forget(command.user, idempotency_key)
+                raise
+            except BaseException:
+                await self._forget(command.user, idempotency_key)
+                raise
+        raise AssertionError("unreachable")
+
+    async def _forget(self, user: str, key: str | None) -> None:
+        if key is not None:
+            await self.keys.release(user, key)
 
     async def _repeat(self, user: str, key: str, digest: str, record: KeyRecord) -> Repeat | None:
         if record.request_hash != digest:
