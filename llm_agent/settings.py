@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     )
     temperature: float = Field(default=0.7, ge=0, le=2)
     max_tokens: int = Field(default=4096, gt=0)
-    max_messages: int = Field(default=1000, gt=0)
+    max_messages: int = Field(default=10_000, gt=0)
     max_content_chars: int = Field(default=200_000, gt=0)
 
     # Retries of the upstream call: total attempts include the first one.

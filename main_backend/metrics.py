@@ -21,10 +21,6 @@ class Metrics:
         self.runs = Counter(
             "stubichat_runs", "Runs ended, by outcome", ["status"], registry=self.registry,
         )
-        self.time_to_first_token = Histogram(
-            "stubichat_time_to_first_token_seconds", "From run start to the first delta",
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
-        )
         self.active_streams = Gauge(
             "stubichat_active_streams", "SSE streams open now", registry=self.registry,
         )

@@ -17,6 +17,10 @@ from main_backend.db import normalize_database_url
 DEFAULT_DATABASE_URL = "sqlite:///./data/stubichat.db"
 
 
+def _default_replica_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
@@ -36,8 +40,9 @@ class Settings(BaseSettings):
     # HTTP
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_request_bytes: int = Field(default=1_048_576, gt=0)
-    max_messages: int = Field(default=200, gt=0)
-    max_content_chars: int = Field(default=100_000, gt=0)
+    # Limits of one chat request (the agent's MAX_MESSAGES bounds whole prompts).
+    max_input_messages: int = Field(default=200, gt=0)
+    max_message_chars: int = Field(default=100_000, gt=0)
     auth_mode: Literal["none", "jwt"] = "none"
     secret_key: str | None = None
 
@@ -69,9 +74,7 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: float = Field(default=24.0, ge=24.0)
     sse_ping_seconds: float = Field(default=15.0, gt=0)
     # Names this process in run leases (unique per process by default).
-    replica_id: str = Field(
-        default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-    )
+    replica_id: str = Field(default_factory=lambda: _default_replica_id(), max_length=128)
 
     @field_validator("cors_origins", "allowed_models", mode="before")
     @classmethod
@@ -84,6 +87,11 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("replica_id", mode="before")
+    @classmethod
+    def _blank_replica_id(cls, value: object) -> object:
+        return _default_replica_id() if isinstance(value, str) and not value.strip() else value
 
     @property
     def any_model_allowed(self) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -113,6 +113,7 @@ class TurnRunner:
         poll_seconds: float,
         sweep_seconds: float,
         max_resumes: int,
+        on_end: Callable[[RunEnded], None] | None = None,
     ) -> None:
         self.graph = graph
         self.checkpointer = checkpointer
@@ -121,6 +122,7 @@ class TurnRunner:
         self.poll_seconds = poll_seconds
         self.sweep_seconds = sweep_seconds
         self.max_resumes = max_resumes
+        self.on_end = on_end
         self.local: dict[str, RunHandle] = {}
         self._loops: list[asyncio.Task[None]] = []
 
@@ -152,6 +154,8 @@ class TurnRunner:
             async for event in self.graph.astream(state, config, context=context,
                                                   stream_mode="custom", durability="sync"):
                 await handle.publish(event)
+                if isinstance(event, RunEnded) and self.on_end is not None:
+                    self.on_end(event)
         except Exception as exc:
             error = exc
             if handle.started is not None:

@@ -46,12 +46,13 @@ def to_command(body: ChatRequest, user: str, settings: Settings,
             f"unknown model {model!r}; allowed: {', '.join(settings.allowed_models)}", "model")
     if body.max_tokens is not None and body.max_tokens > settings.max_tokens:
         raise InvalidRequest(f"max_tokens must be at most {settings.max_tokens}", "max_tokens")
-    if len(body.messages) > settings.max_messages:
-        raise InvalidRequest(f"at most {settings.max_messages} messages are accepted", "messages")
+    if len(body.messages) > settings.max_input_messages:
+        raise InvalidRequest(
+            f"at most {settings.max_input_messages} messages are accepted", "messages")
     for index, message in enumerate(body.messages):
-        if len(message.content) > settings.max_content_chars:
+        if len(message.content) > settings.max_message_chars:
             raise InvalidRequest(
-                f"content must be at most {settings.max_content_chars} characters",
+                f"content must be at most {settings.max_message_chars} characters",
                 f"messages.{index}.content")
     return ChatCommand(
         user=user, messages=[ChatMessage(m.role, m.content) for m in body.messages],

@@ -164,8 +164,8 @@ def test_bad_input_is_a_clear_4xx_and_writes_nothing(
     start_backend: StartBackend, upstream: FakeOpenAI, database_url: str, path: str,
     body: dict[str, Any], status: int, field: str,
 ) -> None:
-    backend = start_backend(allowed_models="gpt-4o-mini,gpt-4", max_messages=10,
-                            max_content_chars=2000)
+    backend = start_backend(allowed_models="gpt-4o-mini,gpt-4", max_input_messages=10,
+                            max_message_chars=2000)
     before = event_count(database_url)
     response = backend.post(path, json=body)
     assert response.status_code == status, response.text

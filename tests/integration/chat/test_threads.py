@@ -110,6 +110,7 @@ def test_service_routes(backend: httpx.Client) -> None:
     metrics = backend.get("/metrics").text
     assert 'http_request_duration_seconds_count{method="POST",route="/chat/",status="200"}' \
         in metrics
+    assert 'stubichat_runs_total{status="completed"} 1.0' in metrics
 
 
 def test_health_reports_a_schema_behind_the_migration_head(

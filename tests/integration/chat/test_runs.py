@@ -1,0 +1,108 @@
+"""Runs across replicas: resuming orphans, closing the unresumable, cancelling anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+from main_backend.conversation.ids import run_started_id
+from main_backend.db import create_database
+from main_backend.events.store import EventStore
+from main_backend.events.types import RUN_STARTED, NewEvent
+from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.chat.conftest import StartBackend, ask
+from tests.support.events import message_added, thread_created
+from tests.support.sse import parse_sse
+
+RUN_ID = "6f1c1d52-6a34-4c5e-9b8e-3f0f4f1f2a10"
+
+
+def orphan_run(database_url: str) -> str:
+    """A thread whose run started on a replica that died before writing anything else."""
+
+    async def write() -> None:
+        db = create_database(database_url)
+        try:
+            await EventStore(db).append("orphaned", [
+                thread_created(owner="local"), message_added("Are you still there?"),
+                NewEvent(RUN_STARTED, {"run_id": RUN_ID, "model": "gpt-4o-mini",
+                                       "params": {"temperature": 0.5, "max_tokens": None},
+                                       "prompt_version": 2}, {"user": "local"},
+                         run_started_id(RUN_ID)),
+            ], 0)
+        finally:
+            await db.dispose()
+
+    asyncio.run(write())
+    return "orphaned"
+
+
+def wait_idle(backend: httpx.Client, thread_id: str, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        thread = backend.get(f"/threads/{thread_id}").json()
+        if thread["status"] == "idle":
+            return thread
+        time.sleep(0.05)
+    raise AssertionError(f"thread {thread_id} stayed busy")
+
+
+def test_an_orphaned_run_is_resumed_from_its_started_event(
+    start_backend: StartBackend, upstream: FakeOpenAI, database_url: str
+) -> None:
+    thread_id = orphan_run(database_url)
+    upstream.script({"content": "Yes, still here."})
+    backend = start_backend()
+    wait_idle(backend, thread_id)
+    messages = backend.get(f"/threads/{thread_id}/messages").json()["messages"]
+    assert [(m["role"], m["content"], m["run_id"]) for m in messages] == [
+        ("user", "Are you still there?", None), ("assistant", "Yes, still here.", RUN_ID)]
+    sent = upstream.chat_requests[0].body
+    assert sent["messages"] == [{"role": "user", "content": "Are you still there?"}]
+    assert sent["temperature"] == 0.5
+
+
+def test_a_run_that_cannot_be_resumed_is_closed_as_interrupted(
+    start_backend: StartBackend, upstream: FakeOpenAI, database_url: str
+) -> None:
+    thread_id = orphan_run(database_url)
+    backend = start_backend(run_max_resumes=0)
+    thread = wait_idle(backend, thread_id)
+    assert thread["version"] == 4
+    assert upstream.chat_requests == []
+    # The question stays, unanswered: an empty retry answers it.
+    retried = backend.post("/chat/", json={"thread_id": thread_id, "messages": []})
+    assert retried.status_code == 200
+
+
+def test_cancel_reaches_the_run_on_another_replica(
+    start_backend: StartBackend, upstream: FakeOpenAI
+) -> None:
+    replica_a, replica_b = start_backend(), start_backend()
+    upstream.script({"chunks": [f"w{i} " for i in range(40)], "chunk_delay": 0.1})
+    text = ""
+    with replica_a.stream("POST", "/chat/stream", json=ask("Long answer please")) as live:
+        for line in live.iter_lines():
+            text += line + "\n"
+            if line == "event: delta" and text.count("event: delta") == 2:
+                thread_id = parse_sse(text)[0].data["thread_id"]
+                assert replica_b.post(f"/threads/{thread_id}/cancel").status_code == 202
+    events = parse_sse(text)
+    assert events[-1].event == "run.cancelled"
+    partial = "".join(e.data["text"] for e in events if e.event == "delta")
+    assert events[-1].data["message"]["content"] == partial
+    assert wait_idle(replica_b, thread_id)["message_count"] == 2
+
+
+def test_cors_preflight_follows_the_setting(start_backend: StartBackend) -> None:
+    backend = start_backend(cors_origins="https://app.example.com")
+    preflight = backend.options("/chat/", headers={
+        "Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+    other = backend.options("/chat/", headers={
+        "Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in other.headers
