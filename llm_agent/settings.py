@@ -5,15 +5,17 @@ Every setting here is listed in `env.example` with a one-line comment.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from stubichat_common.model_settings import ModelSettings
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-class Settings(BaseSettings):
+class Settings(ModelSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     # Service
@@ -35,14 +37,7 @@ class Settings(BaseSettings):
     # Pause between the echo provider's streamed words, to watch streaming work.
     echo_word_delay: float = Field(default=0.0, ge=0, le=5)
 
-    # Model parameters
-    default_model: str = "gpt-4o-mini"
-    allowed_models: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4",
-                                 "gpt-4-turbo", "gpt-3.5-turbo"]
-    )
-    temperature: float = Field(default=0.7, ge=0, le=2)
-    max_tokens: int = Field(default=4096, gt=0)
+    # Model parameters (default_model, allowed_models, temperature, max_tokens: ModelSettings)
     max_messages: int = Field(default=10_000, gt=0)
     max_content_chars: int = Field(default=200_000, gt=0)
 
@@ -52,13 +47,6 @@ class Settings(BaseSettings):
     retry_max_delay: float = Field(default=8.0, ge=0)
     # A Retry-After longer than this is not waited out: the caller gets the 429.
     retry_after_max: float = Field(default=30.0, ge=0)
-
-    @field_validator("allowed_models", mode="before")
-    @classmethod
-    def _split_models(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
 
     @field_validator("openai_api_key", "openai_base_url", "openai_organization",
                      "llm_agent_token", mode="before")
@@ -78,10 +66,6 @@ class Settings(BaseSettings):
         if self.retry_max_delay < self.retry_base_delay:
             raise ValueError("RETRY_MAX_DELAY must not be smaller than RETRY_BASE_DELAY")
         return self
-
-    @property
-    def any_model_allowed(self) -> bool:
-        return "*" in self.allowed_models
 
     @property
     def provider_name(self) -> Literal["openai", "echo"]:

@@ -10,9 +10,10 @@ import uuid
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from main_backend.db import normalize_database_url
+from stubichat_common.model_settings import ModelSettings, split_list
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/stubichat.db"
 
@@ -21,7 +22,9 @@ def _default_replica_id() -> str:
     return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
 
-class Settings(BaseSettings):
+class Settings(ModelSettings):
+    """Model parameters (DEFAULT_MODEL, ALLOWED_MODELS, …) come from ModelSettings."""
+
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     debug: bool = False
@@ -51,15 +54,6 @@ class Settings(BaseSettings):
     llm_agent_timeout: float = Field(default=120.0, gt=0)
     llm_agent_token: str | None = None
 
-    # Model parameters (the agent enforces the same names; see its settings)
-    default_model: str = "gpt-4o-mini"
-    allowed_models: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4",
-                                 "gpt-4-turbo", "gpt-3.5-turbo"]
-    )
-    temperature: float = Field(default=0.7, ge=0, le=2)
-    max_tokens: int = Field(default=4096, gt=0)
-
     # Prompt
     system_prompt: str | None = None
     max_context_tokens: int = Field(default=8000, gt=0)
@@ -76,12 +70,10 @@ class Settings(BaseSettings):
     # Names this process in run leases (unique per process by default).
     replica_id: str = Field(default_factory=lambda: _default_replica_id(), max_length=128)
 
-    @field_validator("cors_origins", "allowed_models", mode="before")
+    @field_validator("cors_origins", mode="before")
     @classmethod
-    def _split_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+    def _split_origins(cls, value: object) -> object:
+        return split_list(value)
 
     @field_validator("system_prompt", "secret_key", "llm_agent_token", mode="before")
     @classmethod
@@ -93,9 +85,6 @@ class Settings(BaseSettings):
     def _blank_replica_id(cls, value: object) -> object:
         return _default_replica_id() if isinstance(value, str) and not value.strip() else value
 
-    @property
-    def any_model_allowed(self) -> bool:
-        return "*" in self.allowed_models
 
     @field_validator("database_url")
     @classmethod

@@ -20,6 +20,7 @@ from llm_agent.settings import Settings as AgentSettings
 from main_backend.db import Database, create_database
 from main_backend.events.store import EventStore
 from main_backend.settings import Settings as BackendSettings
+from tests.fakes.openai_server import FakeOpenAI
 from tests.support import databases
 
 for _name in {*AgentSettings.model_fields, *BackendSettings.model_fields}:
@@ -67,6 +68,25 @@ def database_url(
     name = databases.create_postgres_database(request.getfixturevalue("postgres_template"))
     yield databases.postgres_url(name)
     databases.drop_postgres_database(name)
+
+
+@pytest.fixture
+def empty_database_url(engine_name: str, tmp_path: Path) -> Iterator[str]:
+    """An empty database (no migration run) on each engine."""
+    if engine_name == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    databases.require_postgres()
+    name = databases.create_postgres_database()
+    yield databases.postgres_url(name)
+    databases.drop_postgres_database(name)
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeOpenAI]:
+    """The wire-level fake OpenAI server, in this process."""
+    with FakeOpenAI() as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from main_backend.db import create_database
 from main_backend.events.fold import ThreadState
 from main_backend.events.store import EventStore
 from main_backend.events.types import StoredEvent
-from tests.support.servers import REPO_ROOT, ServiceProcess
+from tests.support.servers import REPO_ROOT, ServiceProcess, stop_process
 
 HTTP_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
@@ -60,13 +60,7 @@ class FakeUpstream:
                 if r["method"] == "POST" and r["path"] == "/v1/chat/completions"]
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         if self.process.stdout is not None:
             self.process.stdout.close()
 

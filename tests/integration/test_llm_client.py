@@ -31,12 +31,6 @@ MakeClient = Callable[..., LLMAgentClient]
 
 
 @pytest.fixture
-def upstream() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
 def start_agent(upstream: FakeOpenAI) -> Iterator[StartAgent]:
     """Start an llm_agent with settings overrides; returns its base URL."""
     with ExitStack() as stack:

@@ -6,6 +6,7 @@ the database is a fresh migrated one on each engine.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -21,12 +22,6 @@ from tests.integration.llm_agent.conftest import agent_settings
 from tests.support.servers import serve_in_thread
 
 StartBackend = Callable[..., httpx.Client]
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -63,3 +58,14 @@ def backend(start_backend: StartBackend) -> httpx.Client:
 
 def ask(content: str, **fields: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": content}], **fields}
+
+
+def wait_idle(backend: httpx.Client, thread_id: str, timeout: float = 20) -> dict[str, Any]:
+    """The thread once its run has ended (runs go on apart from their requests)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        thread = backend.get(f"/threads/{thread_id}").json()
+        if thread["status"] == "idle":
+            return thread
+        time.sleep(0.05)
+    raise AssertionError(f"thread {thread_id} stayed busy")

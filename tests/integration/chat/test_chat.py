@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.chat.conftest import StartBackend, ask
+from tests.integration.chat.conftest import StartBackend, ask, wait_idle
 from tests.support.databases import event_count, query
 from tests.support.sse import Event, parse_sse
 
@@ -357,16 +356,6 @@ def test_keys_are_scoped_to_their_user_and_refused_when_malformed(
     response = backend.post("/chat/", json=ask("hi"), headers={"Idempotency-Key": "k" * 256})
     assert response.status_code == 422
     assert event_count(database_url) == 0
-
-
-def wait_idle(backend: httpx.Client, thread_id: str, timeout: float = 15) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        thread = backend.get(f"/threads/{thread_id}").json()
-        if thread["status"] == "idle":
-            return thread
-        time.sleep(0.05)
-    raise AssertionError(f"thread {thread_id} stayed busy")
 
 
 def test_a_client_that_disconnects_does_not_lose_the_answer(

@@ -82,7 +82,9 @@ def test_checkpoints_stay_bounded_and_turns_cost_the_same_at_200_as_at_10(
         assert pruned_soon(database_url, thread_id), "finished runs are pruned"
 
     # Same message sizes: the same bytes per turn, give or take the encoding of
-    # numbers (a version of 38 is one msgpack byte, 798 three; timings' digits).
+    # numbers (a version of 38 is one msgpack byte, 798 three; timings' digits;
+    # LangGraph's channel versions end in random fractions of varying length).
+    # History kept in the state would make turn 200's checkpoint ~20 times turn 10's.
     assert in_flight[10] > 0
-    assert abs(in_flight[TURNS] - in_flight[10]) <= 32, in_flight
+    assert abs(in_flight[TURNS] - in_flight[10]) <= in_flight[10] * 0.02, in_flight
     assert abs(per_turn_events[TURNS] - per_turn_events[10]) <= 8, per_turn_events

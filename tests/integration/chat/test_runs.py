@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
-
-import httpx
 
 from main_backend.conversation.ids import run_started_id
 from main_backend.db import create_database
 from main_backend.events.store import EventStore
 from main_backend.events.types import RUN_STARTED, NewEvent
 from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.chat.conftest import StartBackend, ask
+from tests.integration.chat.conftest import StartBackend, ask, wait_idle
 from tests.support.events import message_added, thread_created
 from tests.support.sse import parse_sse
 
@@ -38,16 +34,6 @@ def orphan_run(database_url: str) -> str:
 
     asyncio.run(write())
     return "orphaned"
-
-
-def wait_idle(backend: httpx.Client, thread_id: str, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        thread = backend.get(f"/threads/{thread_id}").json()
-        if thread["status"] == "idle":
-            return thread
-        time.sleep(0.05)
-    raise AssertionError(f"thread {thread_id} stayed busy")
 
 
 def test_an_orphaned_run_is_resumed_from_its_started_event(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -234,17 +234,6 @@ async def test_prune_thread_deletes_one_thread_only(
 
 
 # --- The migration is the savers' own schema ------------------------------------------
-
-
-@pytest.fixture
-def empty_database_url(engine_name: str, tmp_path: Path) -> Iterator[str]:
-    if engine_name == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-        return
-    databases.require_postgres()
-    name = databases.create_postgres_database()
-    yield databases.postgres_url(name)
-    databases.drop_postgres_database(name)
 
 
 def table_names(database_url: str) -> set[str]:

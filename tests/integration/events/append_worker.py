@@ -17,19 +17,25 @@ from main_backend.events.store import EventStore
 from tests.support.events import message_added
 
 
+async def append_with_retries(store: EventStore, thread_id: str, count: int,
+                              tag: str) -> int:
+    """Append `count` messages one by one, re-reading the version after each conflict."""
+    conflicts = 0
+    for i in range(count):
+        while True:
+            version = await store.current_version(thread_id)
+            try:
+                await store.append(thread_id, [message_added(f"{tag}-{i}")], version)
+                break
+            except VersionConflict:
+                conflicts += 1
+    return conflicts
+
+
 async def main(database_url: str, thread_id: str, count: int) -> None:
     db = create_database(database_url)
-    store = EventStore(db)
-    conflicts = 0
     try:
-        for i in range(count):
-            while True:
-                version = await store.current_version(thread_id)
-                try:
-                    await store.append(thread_id, [message_added(f"p{i}")], version)
-                    break
-                except VersionConflict:
-                    conflicts += 1
+        conflicts = await append_with_retries(EventStore(db), thread_id, count, "p")
     finally:
         await db.dispose()
     print(f"conflicts={conflicts}", flush=True)

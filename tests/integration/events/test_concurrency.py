@@ -10,26 +10,11 @@ import psycopg
 import pytest
 
 from main_backend.db import Database
-from main_backend.errors import VersionConflict
 from main_backend.events.store import EventStore
 from main_backend.events.types import StoredEvent
+from tests.integration.events.append_worker import append_with_retries
 from tests.support.events import message_added, thread_created
 from tests.support.servers import REPO_ROOT
-
-
-async def append_with_retries(store: EventStore, thread_id: str, count: int,
-                              tag: str) -> int:
-    """Append `count` messages one by one, re-reading the version after each conflict."""
-    conflicts = 0
-    for i in range(count):
-        while True:
-            version = await store.current_version(thread_id)
-            try:
-                await store.append(thread_id, [message_added(f"{tag}-{i}")], version)
-                break
-            except VersionConflict:
-                conflicts += 1
-    return conflicts
 
 
 async def test_ten_writers_on_one_thread_get_gapless_versions(store: EventStore) -> None:

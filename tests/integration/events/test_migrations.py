@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -17,17 +16,6 @@ from tests.support import databases
 from tests.support.servers import REPO_ROOT
 
 OUR_TABLES = {"events", "threads", "messages"}
-
-
-@pytest.fixture
-def empty_database_url(engine_name: str, tmp_path: Path) -> Iterator[str]:
-    if engine_name == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-        return
-    databases.require_postgres()
-    name = databases.create_postgres_database()
-    yield databases.postgres_url(name)
-    databases.drop_postgres_database(name)
 
 
 def tables(database_url: str) -> set[str]:

@@ -31,12 +31,6 @@ def agent_settings(upstream_url: str, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def upstream() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
 def start_agent(upstream: FakeOpenAI) -> Iterator[StartAgent]:
     """Start an agent with settings overrides; returns an HTTP client bound to it."""
     with ExitStack() as stack:
