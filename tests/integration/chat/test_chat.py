@@ -405,3 +405,15 @@ def test_cancel_stops_the_run_and_keeps_the_partial_answer(
     turn(backend, "continue", thread_id=thread_id)
     assert upstream.chat_requests[-1].body["messages"][-2] == {
         "role": "assistant", "content": partial}
+
+
+def test_idle_streams_get_keep_alive_pings(
+    start_backend: StartBackend, upstream: FakeOpenAI
+) -> None:
+    backend = start_backend(sse_ping_seconds=0.1)
+    upstream.script({"chunks": ["slow ", "answer"], "chunk_delay": 0.6})
+    response = backend.post("/chat/stream", json=ask("Take your time"))
+    assert ": ping" in response.text
+    events = parse_sse(response.text)
+    assert [e.event for e in events] == ["run.started", "delta", "delta", "run.completed"]
+    assert [int(e.id or 0) for e in events] == [1, 2, 3, 4]
