@@ -15,6 +15,7 @@ from loguru import logger
 from main_backend import __version__
 from main_backend.api import api_router
 from main_backend.api.errors import install_error_handlers
+from main_backend.auth import LOCAL_USER
 from main_backend.conversation.chat import ChatService
 from main_backend.conversation.checkpoints import open_checkpointer
 from main_backend.conversation.graph import TurnDeps, build_turn_graph
@@ -64,11 +65,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     max_resumes=settings.run_max_resumes,
                     on_end=lambda ended: metrics.runs.labels(ended.status).inc())
                 app.state.db, app.state.llm, app.state.leases = db, llm, leases
+                app.state.store = store
                 app.state.runner = runner
                 app.state.threads = ThreadService(store)
                 app.state.chat = ChatService(
                     store, runner, IdempotencyKeys(db, settings.idempotency_ttl_hours))
                 runner.start_background()
+                if settings.auth_mode == "none":
+                    logger.warning("AUTH_MODE=none: every request acts as user '{}'; use "
+                                   "AUTH_MODE=jwt outside development", LOCAL_USER)
                 logger.info("main-backend {} ready: database={} llm_agent={} replica={}",
                             __version__, db.dialect, settings.llm_agent_url,
                             settings.replica_id)

@@ -1,6 +1,8 @@
-"""Who is asking: `local` without auth, or the `sub` of an HS256 JWT."""
+"""Who is asking: `local` without auth, the `sub` of an HS256 JWT, or the admin."""
 
 from __future__ import annotations
+
+import hmac
 
 import jwt
 
@@ -14,13 +16,27 @@ class Unauthorized(DomainError):
     pass
 
 
-def user_from_authorization(header: str | None, secret_key: str) -> str:
+class AdminDisabled(DomainError):
+    def __init__(self) -> None:
+        super().__init__("the admin API is disabled: set ADMIN_TOKEN to enable it")
+
+
+def bearer_token(header: str | None) -> str | None:
     scheme, _, token = (header or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def user_from_authorization(
+    header: str | None, secret_key: str, audience: str | None = None,
+    issuer: str | None = None,
+) -> str:
+    token = bearer_token(header)
+    if token is None:
         raise Unauthorized("an 'Authorization: Bearer <token>' header is required")
     try:
-        claims = jwt.decode(token.strip(), secret_key, algorithms=["HS256"],
-                            leeway=CLOCK_LEEWAY_SECONDS, options={"require": ["exp", "sub"]})
+        claims = jwt.decode(token, secret_key, algorithms=["HS256"], audience=audience,
+                            issuer=issuer, leeway=CLOCK_LEEWAY_SECONDS,
+                            options={"require": ["exp", "sub"]})
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("the token has expired") from exc
     except jwt.PyJWTError as exc:
@@ -29,3 +45,12 @@ def user_from_authorization(header: str | None, secret_key: str) -> str:
     if not isinstance(subject, str) or not subject or len(subject) > 255 or "\x00" in subject:
         raise Unauthorized("the token's subject is not a usable user id")
     return subject
+
+
+def check_admin(header: str | None, admin_token: str | None) -> None:
+    """The admin API opens to `Authorization: Bearer <ADMIN_TOKEN>` only."""
+    if not admin_token:
+        raise AdminDisabled()
+    token = bearer_token(header)
+    if token is None or not hmac.compare_digest(token.encode(), admin_token.encode()):
+        raise Unauthorized("the admin API needs 'Authorization: Bearer <ADMIN_TOKEN>'")

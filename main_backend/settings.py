@@ -9,13 +9,14 @@ import socket
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from main_backend.db import normalize_database_url
 from stubichat_common.model_settings import ModelSettings, split_list
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/stubichat.db"
+MIN_SECRET_KEY_LENGTH = 32
 
 
 def _default_replica_id() -> str:
@@ -48,6 +49,11 @@ class Settings(ModelSettings):
     max_message_chars: int = Field(default=100_000, gt=0)
     auth_mode: Literal["none", "jwt"] = "none"
     secret_key: str | None = None
+    # Optional JWT claims to require (AUTH_MODE=jwt).
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    # Bearer token of the /admin API; unset = the admin API answers 403 admin_disabled.
+    admin_token: str | None = None
 
     # The LLM agent
     llm_agent_url: str = "http://127.0.0.1:8001"
@@ -75,10 +81,18 @@ class Settings(ModelSettings):
     def _split_origins(cls, value: object) -> object:
         return split_list(value)
 
-    @field_validator("system_prompt", "secret_key", "llm_agent_token", mode="before")
+    @field_validator("system_prompt", "secret_key", "llm_agent_token", "jwt_audience",
+                     "jwt_issuer", "admin_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> Settings:
+        if self.auth_mode == "jwt" and len(self.secret_key or "") < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(f"AUTH_MODE=jwt needs a SECRET_KEY of at least "
+                             f"{MIN_SECRET_KEY_LENGTH} characters")
+        return self
 
     @field_validator("replica_id", mode="before")
     @classmethod

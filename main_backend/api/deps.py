@@ -6,11 +6,14 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from main_backend.auth import LOCAL_USER, user_from_authorization
+from main_backend.auth import LOCAL_USER, check_admin, user_from_authorization
 from main_backend.conversation.chat import ChatService
 from main_backend.conversation.leases import RunLeases
 from main_backend.conversation.runner import TurnRunner
 from main_backend.conversation.threads import ThreadService
+from main_backend.db import Database
+from main_backend.events.store import EventStore
+from main_backend.llm_client import LLMAgentClient
 from main_backend.metrics import Metrics
 from main_backend.settings import Settings
 
@@ -32,7 +35,14 @@ def current_user(
     if settings.auth_mode == "none":
         return LOCAL_USER
     assert settings.secret_key is not None
-    return user_from_authorization(authorization, settings.secret_key)
+    return user_from_authorization(authorization, settings.secret_key,
+                                   settings.jwt_audience, settings.jwt_issuer)
+
+
+def require_admin(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    check_admin(authorization, request.app.state.settings.admin_token)
 
 
 SettingsDep = Annotated[Settings, Depends(_state("settings"))]
@@ -41,5 +51,8 @@ ChatDep = Annotated[ChatService, Depends(_state("chat"))]
 ThreadsDep = Annotated[ThreadService, Depends(_state("threads"))]
 RunnerDep = Annotated[TurnRunner, Depends(_state("runner"))]
 LeasesDep = Annotated[RunLeases, Depends(_state("leases"))]
+StoreDep = Annotated[EventStore, Depends(_state("store"))]
+LLMDep = Annotated[LLMAgentClient, Depends(_state("llm"))]
+DatabaseDep = Annotated[Database, Depends(_state("db"))]
 RequestIdDep = Annotated[str | None, Depends(get_request_id)]
 UserDep = Annotated[str, Depends(current_user)]

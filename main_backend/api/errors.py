@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from loguru import logger
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from main_backend.auth import Unauthorized
+from main_backend.auth import AdminDisabled, Unauthorized
 from main_backend.errors import (
     DomainError,
     EventIdConflict,
@@ -36,6 +36,7 @@ _DOMAIN: dict[type[DomainError], tuple[int, str]] = {
     IdempotencyKeyReused: (422, "idempotency_key_reused"),
     RequestInProgress: (409, "request_in_progress"),
     Unauthorized: (401, "unauthorized"),
+    AdminDisabled: (403, "admin_disabled"),
 }
 
 # A failed run's error code → (HTTP status, whether trying again may help).
