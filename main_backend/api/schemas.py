@@ -57,6 +57,10 @@ class ThreadPatch(_Strict):
     _nul = field_validator("title")(_no_nul)
 
 
+class ForkRequest(_Strict):
+    at_version: int | None = Field(default=None, ge=1)
+
+
 class Message(BaseModel):
     id: str
     role: str

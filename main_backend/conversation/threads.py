@@ -13,12 +13,19 @@ import sqlalchemy as sa
 
 from main_backend.conversation.turns import owned_thread
 from main_backend.errors import InvalidRequest, VersionConflict
-from main_backend.events.fold import MessageState, ThreadState
+from main_backend.events.fold import MessageState, ThreadState, fold
 from main_backend.events.projections import message_from_row, thread_from_row
 from main_backend.events.store import EventStore
 from main_backend.events.tables import messages as messages_table
 from main_backend.events.tables import threads as threads_table
-from main_backend.events.types import THREAD_CREATED, THREAD_DELETED, THREAD_UPDATED, NewEvent
+from main_backend.events.types import (
+    MESSAGE_ADDED,
+    THREAD_CREATED,
+    THREAD_DELETED,
+    THREAD_UPDATED,
+    NewEvent,
+    new_id,
+)
 
 
 def encode_cursor(thread: ThreadState) -> str:
@@ -92,6 +99,30 @@ class ThreadService:
     async def delete(self, user: str, thread_id: str, request_id: str | None) -> None:
         await self._append(user, thread_id, NewEvent(
             THREAD_DELETED, {}, {"request_id": request_id, "user": user}))
+
+    async def fork(self, user: str, thread_id: str, at_version: int | None,
+                   request_id: str | None) -> ThreadState:
+        """A new thread of the same user holding the history up to `at_version`."""
+        source = await owned_thread(self.store, thread_id, user)
+        at = source.version if at_version is None else at_version
+        if not 1 <= at <= source.version:
+            raise InvalidRequest(f"at_version must be between 1 and {source.version}",
+                                 "at_version")
+        state, messages = fold(await self.store.read_thread(thread_id, to_version=at))
+        assert state is not None
+        metadata = {"request_id": request_id, "user": user}
+        fork_id = str(uuid.uuid4())
+        created = NewEvent(THREAD_CREATED, {
+            "owner": user, "title": state.title, "metadata": state.metadata,
+            "forked_from": {"thread_id": thread_id, "version": at},
+            "system_prompt": state.system_prompt,
+        }, metadata)
+        copies = [NewEvent(MESSAGE_ADDED, {
+            "message_id": new_id(), "role": m.role, "content": m.content, "run_id": None,
+            "partial": m.partial,
+        }, metadata) for m in messages]
+        await self.store.append(fork_id, [created, *copies], 0)
+        return await owned_thread(self.store, fork_id, user)
 
     async def _append(self, user: str, thread_id: str, event: NewEvent) -> ThreadState:
         while True:

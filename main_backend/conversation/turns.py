@@ -60,8 +60,9 @@ def new_run_id() -> str:
 
 
 async def owned_thread(store: EventStore, thread_id: str, user: str) -> ThreadState:
-    thread = await store.get_thread(thread_id)
-    if thread is None or thread.owner != user or thread.deleted:
+    """The user's live thread; another user's or a deleted one is not found, alike."""
+    thread = await store.get_thread(thread_id, owner=user)
+    if thread is None:
         raise ThreadNotFound(thread_id)
     return thread
 

@@ -42,10 +42,14 @@ def message_from_row(row: sa.Row) -> MessageState:
     return MessageState(**row._asdict())
 
 
-async def load_thread(conn: AsyncConnection, thread_id: str) -> ThreadState | None:
-    row = (await conn.execute(
-        sa.select(threads_table).where(threads_table.c.thread_id == thread_id)
-    )).first()
+async def load_thread(
+    conn: AsyncConnection, thread_id: str, owner: str | None = None
+) -> ThreadState | None:
+    """A thread's read model; with `owner`, only if it is theirs and not deleted."""
+    query = sa.select(threads_table).where(threads_table.c.thread_id == thread_id)
+    if owner is not None:
+        query = query.where(threads_table.c.owner == owner, threads_table.c.deleted.is_(False))
+    row = (await conn.execute(query)).first()
     return None if row is None else thread_from_row(row)
 
 

@@ -94,10 +94,11 @@ class EventStore:
         async with self.db.engine.connect() as conn:
             return await _current_version(conn, thread_id)
 
-    async def get_thread(self, thread_id: str) -> ThreadState | None:
-        """The thread's read model (deleted ones included)."""
+    async def get_thread(self, thread_id: str, owner: str | None = None) -> ThreadState | None:
+        """The thread's read model (deleted ones included unless `owner` is given:
+        then only that owner's live thread, checked in the same query)."""
         async with self.db.engine.connect() as conn:
-            return await projections.load_thread(conn, thread_id)
+            return await projections.load_thread(conn, thread_id, owner)
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
         async with self.db.engine.connect() as conn:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from main_backend.api.deps import LeasesDep, RequestIdDep, RunnerDep, ThreadsDep, UserDep
 from main_backend.api.schemas import (
     CancelAccepted,
+    ForkRequest,
     Message,
     MessageList,
     Thread,
@@ -73,6 +74,15 @@ async def list_messages(
     """Oldest first; `next_cursor` is the `after_version` of the next page."""
     page, next_cursor = await threads.messages(user, thread_id, after_version, limit)
     return MessageList(messages=[Message.of(m) for m in page], next_cursor=next_cursor)
+
+
+@router.post("/{thread_id}/fork", status_code=status.HTTP_201_CREATED, response_model=Thread,
+             responses=_NOT_FOUND)
+async def fork_thread(thread_id: ThreadId, user: UserDep, threads: ThreadsDep,
+                      request_id: RequestIdDep, body: ForkRequest | None = None) -> Thread:
+    """A new thread of yours holding this one's history up to `at_version` (default: all)."""
+    at_version = body.at_version if body else None
+    return Thread.of(await threads.fork(user, thread_id, at_version, request_id))
 
 
 @router.post("/{thread_id}/cancel", status_code=status.HTTP_202_ACCEPTED,
