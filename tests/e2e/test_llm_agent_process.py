@@ -4,33 +4,22 @@ in front of the fake upstream running as its own process."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.servers import REPO_ROOT, ServiceProcess
+from tests.e2e.conftest import FakeUpstream
+from tests.support.servers import ServiceProcess
 from tests.support.sse import parse_sse
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def upstream_url() -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.openai_server", "--port", "0"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    assert line.startswith("FAKE_OPENAI_URL="), line
-    yield line.removeprefix("FAKE_OPENAI_URL=")
-    process.terminate()
-    process.wait(timeout=10)
-    process.stdout.close()
+@pytest.fixture
+def upstream_url(fake_upstream: FakeUpstream) -> str:
+    fake_upstream.reset()
+    return fake_upstream.url
 
 
 def start(env: dict[str, str], tmp_path: Path) -> ServiceProcess:
