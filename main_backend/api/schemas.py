@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from main_backend.events.fold import MessageState, ThreadState
+from main_backend.events.types import StoredEvent
 
 Role = Literal["user", "assistant", "system"]
 
@@ -134,3 +135,118 @@ class ServiceInfo(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok", "degraded"]
     checks: dict[str, dict[str, Any]]
+
+
+# The admin API (Bearer ADMIN_TOKEN).
+
+class AdminThread(Thread):
+    """A thread as operators see it: whose it is, and whether its owner deleted it."""
+
+    owner: str
+    deleted: bool
+
+    @classmethod
+    def of(cls, thread: ThreadState) -> AdminThread:
+        return cls(**Thread.of(thread).model_dump(), owner=thread.owner, deleted=thread.deleted)
+
+
+class AdminThreadList(BaseModel):
+    threads: list[AdminThread]
+    next_cursor: str | None
+
+
+class Event(BaseModel):
+    """One stored event of the log, as it was appended."""
+
+    position: int
+    event_id: str
+    thread_id: str
+    version: int
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: datetime
+
+    @classmethod
+    def of(cls, event: StoredEvent) -> Event:
+        return cls(position=event.position, event_id=event.event_id, thread_id=event.thread_id,
+                   version=event.version, type=event.type, data=event.data,
+                   metadata=event.metadata, recorded_at=event.recorded_at)
+
+
+class ThreadEventList(BaseModel):
+    events: list[Event]
+    # Pass it as `from_version` to read the next page; null at the end of the thread.
+    next_from_version: int | None
+
+
+class EventFeed(BaseModel):
+    events: list[Event]
+    # The position of the last event returned (the given `after_position` when none):
+    # pass it as `after_position` to read on.
+    next_after_position: int
+
+
+class PromptMessage(BaseModel):
+    role: str
+    content: str
+
+
+class PromptParams(BaseModel):
+    """What a turn passes to the LLM besides the messages (more keys are kept as recorded)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    temperature: float
+    max_tokens: int | None = None
+
+
+class ReplayPrompt(BaseModel):
+    """Exactly what a turn at that version sends to the LLM agent."""
+
+    model: str
+    params: PromptParams
+    messages: list[PromptMessage]
+
+
+class ReplayResponse(BaseModel):
+    at_version: int
+    thread: Thread
+    messages: list[Message]
+    prompt: ReplayPrompt
+
+
+class ReplayRequest(_Strict):
+    """Omitted fields keep the replay's own (the recorded run's, else a new turn's)."""
+
+    at_version: int | None = Field(default=None, ge=1)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+
+
+class AssistantAnswer(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class RerunResponse(BaseModel):
+    at_version: int
+    prompt: ReplayPrompt
+    message: AssistantAnswer
+    usage: Usage | None
+    # The model the LLM agent reports it used.
+    model: str
+
+
+class RebuildResponse(BaseModel):
+    events: int
+    threads: int
+    messages: int
+    duration_ms: float
+
+
+class VerifyResponse(BaseModel):
+    ok: bool
+    # Each: {"kind", "thread_id", "message_id"?, "field"?, "expected"?, "actual"?}.
+    mismatches: list[dict[str, Any]]

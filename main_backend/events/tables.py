@@ -76,6 +76,8 @@ threads = sa.Table(
     sa.Index(None, "owner", "updated_at", "thread_id"),
     # Finding runs to resume after a crash.
     sa.Index(None, "active_run_id"),
+    # The admin's listing across users, most recently updated first.
+    sa.Index(None, "updated_at", "thread_id"),
 )
 
 messages = sa.Table(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
@@ -75,17 +76,28 @@ def copy_sqlite(template: Path, target: Path) -> None:
             shutil.copyfile(source, str(target) + suffix)
 
 
-def query(database_url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
-    """Run one SQL statement with a plain synchronous connection (for inspecting)."""
-    import sqlalchemy as sa
-
+def _sync_engine(database_url: str) -> sa.Engine:
     url = make_url(database_url)
-    sync_url = url.set(drivername="sqlite" if url.get_backend_name() == "sqlite"
-                       else "postgresql+psycopg")
-    engine = sa.create_engine(sync_url)
+    return sa.create_engine(url.set(
+        drivername="sqlite" if url.get_backend_name() == "sqlite" else "postgresql+psycopg"))
+
+
+def query(database_url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
+    """Run one reading SQL statement with a plain synchronous connection (for inspecting)."""
+    engine = _sync_engine(database_url)
     try:
         with engine.connect() as conn:
             return [tuple(row) for row in conn.execute(sa.text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def execute(database_url: str, sql: str, **params: object) -> int:
+    """Run one writing SQL statement and commit it (tests that tamper with read models)."""
+    engine = _sync_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            return conn.execute(sa.text(sql), params).rowcount
     finally:
         engine.dispose()
 

@@ -1,0 +1,142 @@
+"""Admin routes (Bearer ADMIN_TOKEN): every thread, the log, replays, the read models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from main_backend.api.deps import LLMDep, RequestIdDep, SettingsDep, StoreDep, require_admin
+from main_backend.api.schemas import (
+    AdminThread,
+    AdminThreadList,
+    AssistantAnswer,
+    Event,
+    EventFeed,
+    Message,
+    PromptMessage,
+    PromptParams,
+    RebuildResponse,
+    ReplayPrompt,
+    ReplayRequest,
+    ReplayResponse,
+    RerunResponse,
+    Thread,
+    ThreadEventList,
+    Usage,
+    VerifyResponse,
+)
+from main_backend.conversation.admin import AdminService, Replay
+
+_AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"description": "unauthorized: no or wrong 'Authorization: Bearer <ADMIN_TOKEN>'"},
+    403: {"description": "admin_disabled: ADMIN_TOKEN is not set"},
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "thread_not_found"}}
+_LLM_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text} for code, text in {
+        429: "llm_rate_limited", 502: "llm_upstream_error", 503: "llm_agent_unavailable",
+        504: "llm_timeout",
+    }.items()
+}
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)],
+                   responses=_AUTH)
+
+ThreadId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def _admin(store: StoreDep, llm: LLMDep, settings: SettingsDep) -> AdminService:
+    return AdminService(store, llm, settings)
+
+
+AdminDep = Annotated[AdminService, Depends(_admin)]
+
+
+@router.get("/threads", response_model=AdminThreadList)
+async def list_threads(
+    admin: AdminDep,
+    owner: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+    include_deleted: bool = False,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> AdminThreadList:
+    """Every user's threads (or `owner`'s), most recently updated first."""
+    page, next_cursor = await admin.list_threads(owner, include_deleted, limit, cursor)
+    return AdminThreadList(threads=[AdminThread.of(t) for t in page], next_cursor=next_cursor)
+
+
+@router.get("/threads/{thread_id}/events", response_model=ThreadEventList,
+            responses=_NOT_FOUND)
+async def thread_events(
+    thread_id: ThreadId, admin: AdminDep,
+    from_version: Annotated[int, Query(ge=1)] = 1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ThreadEventList:
+    """The thread's events (deleted threads included), oldest first."""
+    page, next_from = await admin.thread_events(thread_id, from_version, limit)
+    return ThreadEventList(events=[Event.of(e) for e in page], next_from_version=next_from)
+
+
+@router.get("/threads/{thread_id}/replay", response_model=ReplayResponse,
+            responses={**_NOT_FOUND, 422: {"description": "invalid_request (at_version)"}})
+async def replay(
+    thread_id: ThreadId, admin: AdminDep,
+    at_version: Annotated[int | None, Query()] = None,
+) -> ReplayResponse:
+    """The thread rebuilt from its events up to `at_version` (default: all), and the
+    prompt a turn at that version sends to the LLM agent."""
+    found = await admin.replay(thread_id, at_version)
+    return ReplayResponse(
+        at_version=found.at_version, thread=Thread.of(found.thread),
+        messages=[Message.of(m) for m in found.messages],
+        prompt=_prompt(found, found.model, found.params))
+
+
+@router.post("/threads/{thread_id}/replay", response_model=RerunResponse,
+             responses={**_NOT_FOUND, 422: {"description": "invalid_request"}, **_LLM_ERRORS})
+async def rerun(
+    thread_id: ThreadId, body: ReplayRequest, admin: AdminDep, request_id: RequestIdDep,
+) -> RerunResponse:
+    """Send the replayed prompt to the LLM again (optionally with another model or
+    params) and return the answer; nothing is appended."""
+    answer = await admin.rerun(thread_id, body.at_version, model=body.model,
+                               temperature=body.temperature, max_tokens=body.max_tokens,
+                               request_id=request_id)
+    return RerunResponse(
+        at_version=answer.replay.at_version,
+        prompt=_prompt(answer.replay, answer.model, answer.params),
+        message=AssistantAnswer(content=answer.content),
+        usage=Usage(**answer.usage) if answer.usage else None, model=answer.answered_by)
+
+
+@router.get("/events", response_model=EventFeed)
+async def event_feed(
+    admin: AdminDep,
+    after_position: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> EventFeed:
+    """Every thread's events in commit order; following `next_after_position` never
+    misses one, even one whose transaction committed late."""
+    page, next_after = await admin.events_after(after_position, limit)
+    return EventFeed(events=[Event.of(e) for e in page], next_after_position=next_after)
+
+
+@router.post("/projections/rebuild", response_model=RebuildResponse)
+async def rebuild_projections(admin: AdminDep) -> RebuildResponse:
+    """Replace the read models (threads, messages) by a fold of the whole log."""
+    report = await admin.rebuild_projections()
+    return RebuildResponse(events=report.events, threads=report.threads,
+                           messages=report.messages, duration_ms=report.duration_ms)
+
+
+@router.get("/projections/verify", response_model=VerifyResponse)
+async def verify_projections(admin: AdminDep) -> VerifyResponse:
+    """Compare the read models with a fresh fold of the log."""
+    report = await admin.verify_projections()
+    return VerifyResponse(ok=report.ok, mismatches=report.mismatches)
+
+
+def _prompt(replay: Replay, model: str, params: dict[str, Any]) -> ReplayPrompt:
+    return ReplayPrompt(model=model, params=PromptParams(**params),
+                        messages=[PromptMessage(**m) for m in replay.prompt.messages])
