@@ -14,18 +14,11 @@ def resolve_params(
     request: GenerateRequest, settings: Settings, request_id: str | None = None
 ) -> GenerationParams:
     """Apply defaults and settings limits; raise `InvalidRequest` naming each bad field."""
-    problems: list[dict[str, Any]] = []
     model = request.model or settings.default_model
-    if not settings.any_model_allowed and model not in settings.allowed_models:
-        problems.append({
-            "field": "model",
-            "message": f"unknown model {model!r}; allowed: {', '.join(settings.allowed_models)}",
-        })
-    if request.max_tokens is not None and request.max_tokens > settings.max_tokens:
-        problems.append({
-            "field": "max_tokens",
-            "message": f"max_tokens must be at most {settings.max_tokens}",
-        })
+    problems: list[dict[str, Any]] = [
+        {"field": field, "message": message}
+        for field, message in settings.parameter_problems(model, request.max_tokens)
+    ]
     if len(request.messages) > settings.max_messages:
         problems.append({
             "field": "messages",

@@ -32,6 +32,16 @@ class ModelSettings(BaseSettings):
     def any_model_allowed(self) -> bool:
         return "*" in self.allowed_models
 
+    def parameter_problems(self, model: str, max_tokens: int | None) -> list[tuple[str, str]]:
+        """(field, message) for each of `model`, `max_tokens` these settings refuse."""
+        problems = []
+        if not self.any_model_allowed and model not in self.allowed_models:
+            problems.append(("model", f"unknown model {model!r}; allowed: "
+                                      f"{', '.join(self.allowed_models)}"))
+        if max_tokens is not None and max_tokens > self.max_tokens:
+            problems.append(("max_tokens", f"max_tokens must be at most {self.max_tokens}"))
+        return problems
+
 
 def split_list(value: object) -> object:
     """A comma-separated environment value as a list."""

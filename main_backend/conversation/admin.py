@@ -13,16 +13,13 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
 from main_backend.conversation.prompt import Prompt, prompt_at
-from main_backend.conversation.threads import decode_cursor, encode_cursor
+from main_backend.conversation.threads import page_threads
 from main_backend.errors import InvalidRequest, ThreadNotFound
 from main_backend.events import projections
 from main_backend.events.fold import MessageState, ThreadState, fold
-from main_backend.events.projections import RebuildReport, VerifyReport, thread_from_row
+from main_backend.events.projections import RebuildReport, VerifyReport
 from main_backend.events.store import EventStore
-from main_backend.events.tables import threads as threads_table
 from main_backend.events.types import RUN_STARTED, StoredEvent
 from main_backend.llm_client import LLMAgentClient, LLMDelta, LLMDone
 from main_backend.settings import Settings
@@ -67,26 +64,8 @@ class AdminService:
         self, owner: str | None, include_deleted: bool, limit: int, cursor: str | None
     ) -> tuple[list[ThreadState], str | None]:
         """Every user's threads (or one owner's), most recently updated first."""
-        query = (
-            sa.select(threads_table)
-            .order_by(threads_table.c.updated_at.desc(), threads_table.c.thread_id.desc())
-            .limit(limit + 1)
-        )
-        if owner is not None:
-            query = query.where(threads_table.c.owner == owner)
-        if not include_deleted:
-            query = query.where(threads_table.c.deleted.is_(False))
-        if cursor:
-            updated_at, thread_id = decode_cursor(cursor)
-            query = query.where(sa.or_(
-                threads_table.c.updated_at < updated_at,
-                sa.and_(threads_table.c.updated_at == updated_at,
-                        threads_table.c.thread_id < thread_id),
-            ))
-        async with self.store.db.engine.connect() as conn:
-            found = [thread_from_row(row) for row in await conn.execute(query)]
-        page = found[:limit]
-        return page, encode_cursor(page[-1]) if len(found) > limit else None
+        return await page_threads(self.store, owner=owner, include_deleted=include_deleted,
+                                  limit=limit, cursor=cursor)
 
     async def thread_events(
         self, thread_id: str, from_version: int, limit: int
@@ -166,15 +145,8 @@ class AdminService:
 
     def _check(self, model: str, params: dict[str, Any]) -> None:
         """The limits a chat request is held to."""
-        settings = self.settings
-        if not settings.any_model_allowed and model not in settings.allowed_models:
-            raise InvalidRequest(
-                f"unknown model {model!r}; allowed: {', '.join(settings.allowed_models)}",
-                "model")
-        max_tokens = params.get("max_tokens")
-        if max_tokens is not None and max_tokens > settings.max_tokens:
-            raise InvalidRequest(f"max_tokens must be at most {settings.max_tokens}",
-                                 "max_tokens")
+        for field, message in self.settings.parameter_problems(model, params.get("max_tokens")):
+            raise InvalidRequest(message, field)
 
     async def _current_version(self, thread_id: str) -> int:
         """The thread's version according to the log; deleted threads count, unknown ones

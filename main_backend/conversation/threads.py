@@ -41,6 +41,33 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidRequest("cursor is not one this API gave out", "cursor") from exc
 
 
+async def page_threads(
+    store: EventStore, *, owner: str | None, include_deleted: bool, limit: int,
+    cursor: str | None,
+) -> tuple[list[ThreadState], str | None]:
+    """Threads most recently updated first (one owner's or everyone's), a page at a time."""
+    query = (
+        sa.select(threads_table)
+        .order_by(threads_table.c.updated_at.desc(), threads_table.c.thread_id.desc())
+        .limit(limit + 1)
+    )
+    if owner is not None:
+        query = query.where(threads_table.c.owner == owner)
+    if not include_deleted:
+        query = query.where(threads_table.c.deleted.is_(False))
+    if cursor:
+        updated_at, thread_id = decode_cursor(cursor)
+        query = query.where(sa.or_(
+            threads_table.c.updated_at < updated_at,
+            sa.and_(threads_table.c.updated_at == updated_at,
+                    threads_table.c.thread_id < thread_id),
+        ))
+    async with store.db.engine.connect() as conn:
+        found = [thread_from_row(row) for row in await conn.execute(query)]
+    page = found[:limit]
+    return page, encode_cursor(page[-1]) if len(found) > limit else None
+
+
 class ThreadService:
     def __init__(self, store: EventStore) -> None:
         self.store = store
@@ -58,23 +85,8 @@ class ThreadService:
 
     async def list(self, user: str, limit: int, cursor: str | None
                    ) -> tuple[list[ThreadState], str | None]:
-        query = (
-            sa.select(threads_table)
-            .where(threads_table.c.owner == user, threads_table.c.deleted.is_(False))
-            .order_by(threads_table.c.updated_at.desc(), threads_table.c.thread_id.desc())
-            .limit(limit + 1)
-        )
-        if cursor:
-            updated_at, thread_id = decode_cursor(cursor)
-            query = query.where(sa.or_(
-                threads_table.c.updated_at < updated_at,
-                sa.and_(threads_table.c.updated_at == updated_at,
-                        threads_table.c.thread_id < thread_id),
-            ))
-        async with self.store.db.engine.connect() as conn:
-            found = [thread_from_row(row) for row in await conn.execute(query)]
-        page = found[:limit]
-        return page, encode_cursor(page[-1]) if len(found) > limit else None
+        return await page_threads(self.store, owner=user, include_deleted=False, limit=limit,
+                                  cursor=cursor)
 
     async def messages(self, user: str, thread_id: str, after_version: int, limit: int
                        ) -> tuple[list[MessageState], str | None]:

@@ -41,11 +41,8 @@ def to_command(body: ChatRequest, user: str, settings: Settings,
                request_id: str | None) -> ChatCommand:
     """The domain command, with the limits and defaults that come from settings."""
     model = body.model or settings.default_model
-    if not settings.any_model_allowed and model not in settings.allowed_models:
-        raise InvalidRequest(
-            f"unknown model {model!r}; allowed: {', '.join(settings.allowed_models)}", "model")
-    if body.max_tokens is not None and body.max_tokens > settings.max_tokens:
-        raise InvalidRequest(f"max_tokens must be at most {settings.max_tokens}", "max_tokens")
+    for field, message in settings.parameter_problems(model, body.max_tokens):
+        raise InvalidRequest(message, field)
     if len(body.messages) > settings.max_input_messages:
         raise InvalidRequest(
             f"at most {settings.max_input_messages} messages are accepted", "messages")
