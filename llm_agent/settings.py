@@ -67,6 +67,14 @@ class Settings(ModelSettings):
             raise ValueError("RETRY_MAX_DELAY must not be smaller than RETRY_BASE_DELAY")
         return self
 
+    def startup_problems(self) -> list[str]:
+        """What makes this configuration unfit to serve (checked by the entry point)."""
+        if (self.provider_name == "openai" and not self.openai_api_key
+                and self.effective_base_url.rstrip("/") == OPENAI_DEFAULT_BASE_URL):
+            return ["LLM_PROVIDER=openai against OpenAI's own endpoint needs OPENAI_API_KEY "
+                    "(set OPENAI_BASE_URL for a local OpenAI-compatible server)"]
+        return []
+
     @property
     def provider_name(self) -> Literal["openai", "echo"]:
         if self.llm_provider == "auto":

@@ -50,7 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
         llm = LLMAgentClient(settings.llm_agent_url, settings.llm_agent_timeout,
                              settings.llm_agent_token)
-        store = EventStore(db)
+        store = EventStore(db, on_append=metrics.event_appends.inc,
+                           on_conflict=metrics.version_conflicts.inc)
         leases = RunLeases(db, settings.replica_id, settings.run_lease_seconds)
         try:
             async with open_checkpointer(
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     graph, checkpointer, store, leases, poll_seconds=settings.run_poll_seconds,
                     sweep_seconds=max(0.2, settings.run_lease_seconds / 2),
                     max_resumes=settings.run_max_resumes,
-                    on_end=lambda ended: metrics.runs.labels(ended.status).inc())
+                    on_end=metrics.run_ended)
                 app.state.db, app.state.llm, app.state.leases = db, llm, leases
                 app.state.store = store
                 app.state.runner = runner
@@ -80,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 try:
                     yield
                 finally:
-                    await runner.stop()
+                    await runner.stop(settings.shutdown_grace_seconds)
         finally:
             await llm.aclose()
             await db.dispose()

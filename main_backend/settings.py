@@ -5,6 +5,7 @@ Every setting here is listed in `env.example` with a one-line comment.
 
 from __future__ import annotations
 
+import re
 import socket
 import uuid
 from typing import Annotated, Literal
@@ -17,6 +18,7 @@ from stubichat_common.model_settings import ModelSettings, split_list
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/stubichat.db"
 MIN_SECRET_KEY_LENGTH = 32
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-]+(:\d{1,5})?$")
 
 
 def _default_replica_id() -> str:
@@ -73,6 +75,9 @@ class Settings(ModelSettings):
     run_max_resumes: int = Field(default=2, ge=0)
     idempotency_ttl_hours: float = Field(default=24.0, ge=24.0)
     sse_ping_seconds: float = Field(default=15.0, gt=0)
+    # On shutdown, how long runs in flight may take to finish before other replicas
+    # take them over.
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     # Names this process in run leases (unique per process by default).
     replica_id: str = Field(default_factory=lambda: _default_replica_id(), max_length=128)
 
@@ -80,6 +85,19 @@ class Settings(ModelSettings):
     @classmethod
     def _split_origins(cls, value: object) -> object:
         return split_list(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com "
+                                 "(scheme and host, optional port, no path)")
+        return origins
+
+    def startup_problems(self) -> list[str]:
+        """Everything is checked by the validators; nothing more at start-up."""
+        return []
 
     @field_validator("system_prompt", "secret_key", "llm_agent_token", "jwt_audience",
                      "jwt_issuer", "admin_token", mode="before")

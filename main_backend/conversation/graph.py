@@ -91,6 +91,8 @@ class RunEnded:
     finish_reason: str | None = None
     error: dict[str, Any] | None = None
     partial_content: str = ""
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ def build_turn_graph(
 
     async def record_outcome(state: TurnState) -> TurnState:
         ended = await append_outcome(store, state)
+        logger.info("run {} at thread version {}", ended.status, ended.version)
         get_stream_writer()(ended)
         return {}
 
@@ -268,7 +271,9 @@ def ended_from_events(events: list[StoredEvent], error: dict[str, Any] | None) -
               "model": terminal.data.get("model", "")}
     if terminal.type == RUN_COMPLETED:
         return RunEnded("completed", message=answer, usage=terminal.data["usage"],
-                        finish_reason=terminal.data["finish_reason"], **common)
+                        finish_reason=terminal.data["finish_reason"],
+                        latency_ms=terminal.data["latency_ms"], ttft_ms=terminal.data["ttft_ms"],
+                        **common)
     if terminal.type == RUN_CANCELLED:
         return RunEnded("cancelled", message=answer, **common)
     stored_error = terminal.data["error"]

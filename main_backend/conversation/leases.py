@@ -112,6 +112,16 @@ class RunLeases:
                 sa.select(run_leases.c.cancel_requested).where(run_leases.c.run_id == run_id)
             ))
 
+    async def expire(self, run_ids: Collection[str]) -> None:
+        """Give this replica's runs up now, so another replica takes them over at once."""
+        async with self.db.writer.begin() as conn:
+            await conn.execute(
+                run_leases.update()
+                .where(run_leases.c.run_id.in_(run_ids),
+                       run_leases.c.replica_id == self.replica_id)
+                .values(expires_at=_now())
+            )
+
     async def release(self, run_id: str) -> None:
         async with self.db.writer.begin() as conn:
             await conn.execute(run_leases.delete().where(run_leases.c.run_id == run_id))

@@ -151,11 +151,8 @@ class TurnRunner:
                                                                     handle.run_id)}}
         error: BaseException | None = None
         try:
-            async for event in self.graph.astream(state, config, context=context,
-                                                  stream_mode="custom", durability="sync"):
-                await handle.publish(event)
-                if isinstance(event, RunEnded) and self.on_end is not None:
-                    self.on_end(event)
+            with logger.contextualize(thread_id=handle.thread_id, run_id=handle.run_id):
+                await self._stream(handle, state, config, context)
         except Exception as exc:
             error = exc
             if handle.started is not None:
@@ -168,6 +165,14 @@ class TurnRunner:
                                             and not state.get("recorded")):
                 await self._cleanup(handle)
             await handle.finish(error)
+
+    async def _stream(self, handle: RunHandle, state: TurnState | None, config: Any,
+                      context: TurnContext) -> None:
+        async for event in self.graph.astream(state, config, context=context,
+                                              stream_mode="custom", durability="sync"):
+            await handle.publish(event)
+            if isinstance(event, RunEnded) and self.on_end is not None:
+                self.on_end(event)
 
     async def _cleanup(self, handle: RunHandle) -> None:
         try:
@@ -188,14 +193,25 @@ class TurnRunner:
         self._loops = [asyncio.create_task(self._heartbeat(), name="run heartbeat"),
                        asyncio.create_task(self._sweep(), name="run sweeper")]
 
-    async def stop(self) -> None:
-        """Stop driving runs; unfinished ones resume elsewhere when their leases expire."""
+    async def stop(self, grace_seconds: float = 0) -> None:
+        """Let runs in flight finish for up to `grace_seconds`, then stop driving the
+        rest: their leases are expired so another replica resumes them at once."""
+        runs = [h.task for h in self.local.values() if h.task]
+        if runs and grace_seconds > 0:
+            logger.info("waiting up to {}s for {} run(s) to finish", grace_seconds, len(runs))
+            await asyncio.wait(runs, timeout=grace_seconds)
+        unfinished = list(self.local)
         tasks = [*self._loops, *(h.task for h in self.local.values() if h.task)]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if unfinished:
+            logger.warning("handing {} unfinished run(s) over to other replicas",
+                           len(unfinished))
+            with contextlib.suppress(Exception):
+                await self.leases.expire(unfinished)
 
     async def _heartbeat(self) -> None:
         while True:

@@ -9,7 +9,7 @@ increasing order and a reader of the feed never sees a gap fill in later.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -39,8 +39,16 @@ class AppendResult:
 
 
 class EventStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self,
+        db: Database,
+        on_append: Callable[[int], None] | None = None,
+        on_conflict: Callable[[], None] | None = None,
+    ) -> None:
         self.db = db
+        # Observers (metrics): events appended, and version conflicts refused.
+        self.on_append = on_append
+        self.on_conflict = on_conflict
 
     async def append(
         self, thread_id: str, new_events: Sequence[NewEvent], expected_version: int
@@ -61,6 +69,8 @@ class EventStore:
             if current != expected_version:
                 stored = await _stored_as(conn, thread_id, batch, expected_version)
                 if stored is None:
+                    if self.on_conflict is not None:
+                        self.on_conflict()
                     raise VersionConflict(thread_id, expected_version, current)
                 return AppendResult(thread_id, stored, replayed=True)
             state = await projections.load_thread(conn, thread_id)
@@ -88,6 +98,8 @@ class EventStore:
             positions = result.scalars()
             stored = [replace(e, position=p) for e, p in zip(pending, positions, strict=True)]
             await projections.save(conn, previous=state, state=new_state, messages=new_messages)
+        if self.on_append is not None:
+            self.on_append(len(stored))
         return AppendResult(thread_id, stored)
 
     async def current_version(self, thread_id: str) -> int:

@@ -111,6 +111,16 @@ def test_service_routes(backend: httpx.Client) -> None:
     assert 'http_request_duration_seconds_count{method="POST",route="/chat/",status="200"}' \
         in metrics
     assert 'stubichat_runs_total{status="completed"} 1.0' in metrics
+    assert "stubichat_event_appends_total 5.0" in metrics  # created, question, started, answer, end
+    assert 'stubichat_llm_duration_seconds_count{model="gpt-4o-mini"} 1.0' in metrics
+    assert 'stubichat_llm_time_to_first_token_seconds_count{model="gpt-4o-mini"} 1.0' in metrics
+    assert 'stubichat_llm_tokens_total{kind="completion",model="gpt-4o-mini"}' in metrics
+    assert "stubichat_active_streams 0.0" in metrics
+    stale = backend.post("/chat/", json=ask("again", thread_id=backend.get("/threads").json()[
+        "threads"][0]["id"], expected_version=1))
+    assert stale.status_code == 409
+    assert "stubichat_version_conflicts_total" in backend.get("/metrics").text
+    assert 'stubichat_errors_total{code="version_conflict"} 1.0' in backend.get("/metrics").text
 
 
 def test_health_reports_a_schema_behind_the_migration_head(
