@@ -16,8 +16,8 @@ from llm_agent.generation import Generator
 from llm_agent.metrics import Metrics
 from llm_agent.providers import build_provider
 from llm_agent.settings import Settings
+from stubichat_common.app import service_app
 from stubichat_common.logging import setup_logging
-from stubichat_common.middleware import RequestContextMiddleware
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,22 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await provider.aclose()
 
-    app = FastAPI(
-        title="Stubichat LLM agent",
-        version=__version__,
-        lifespan=lifespan,
-        docs_url="/docs" if settings.debug else None,
-        redoc_url=None,
-        openapi_url="/openapi.json" if settings.debug else None,
-    )
-    app.state.settings = settings
-    app.state.metrics = metrics
+    app = service_app(title="Stubichat LLM agent", version=__version__, lifespan=lifespan,
+                      settings=settings, metrics=metrics)
     install_error_handlers(app)
-    app.add_middleware(
-        RequestContextMiddleware,
-        request_duration=metrics.request_duration,
-        errors=metrics.errors,
-        max_body_bytes=settings.max_request_bytes,
-    )
     app.include_router(api_router)
     return app

@@ -28,8 +28,8 @@ from main_backend.events.store import EventStore
 from main_backend.llm_client import LLMAgentClient
 from main_backend.metrics import Metrics
 from main_backend.settings import Settings
+from stubichat_common.app import service_app
 from stubichat_common.logging import setup_logging
-from stubichat_common.middleware import RequestContextMiddleware
 
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 
@@ -86,19 +86,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await llm.aclose()
             await db.dispose()
 
-    app = FastAPI(
-        title="Stubichat main backend", version=__version__, lifespan=lifespan,
-        docs_url="/docs" if settings.debug else None, redoc_url=None,
-        openapi_url="/openapi.json" if settings.debug else None,
-    )
-    app.state.settings = settings
-    app.state.metrics = metrics
+    app = service_app(title="Stubichat main backend", version=__version__,
+                      lifespan=lifespan, settings=settings, metrics=metrics)
     app.state.migration_head = migration_head()
     install_error_handlers(app)
-    app.add_middleware(
-        RequestContextMiddleware, request_duration=metrics.request_duration,
-        errors=metrics.errors, max_body_bytes=settings.max_request_bytes,
-    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
