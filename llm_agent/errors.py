@@ -40,11 +40,6 @@ class Unauthorized(AgentError):
     status_code = 401
 
 
-class PayloadTooLarge(AgentError):
-    code = "payload_too_large"
-    status_code = 413
-
-
 class ProviderNotConfigured(AgentError):
     code = "provider_not_configured"
     status_code = 503

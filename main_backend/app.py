@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -69,9 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 app.state.store = store
                 app.state.runner = runner
                 app.state.threads = ThreadService(store)
-                app.state.chat = ChatService(
-                    store, runner, IdempotencyKeys(db, settings.idempotency_ttl_hours))
+                keys = IdempotencyKeys(db, settings.idempotency_ttl_hours)
+                app.state.chat = ChatService(store, runner, keys)
                 runner.start_background()
+                purging = asyncio.create_task(keys.purge_periodically(), name="key purge")
                 if settings.auth_mode == "none":
                     logger.warning("AUTH_MODE=none: every request acts as user '{}'; use "
                                    "AUTH_MODE=jwt outside development", LOCAL_USER)
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 try:
                     yield
                 finally:
+                    purging.cancel()
                     await runner.stop(settings.shutdown_grace_seconds)
         finally:
             await llm.aclose()

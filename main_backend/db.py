@@ -64,10 +64,6 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.dialect == "sqlite"
-
     async def dispose(self) -> None:
         await self.engine.dispose()
 

@@ -11,7 +11,6 @@ from main_backend.conversation.chat import ChatService
 from main_backend.conversation.leases import RunLeases
 from main_backend.conversation.runner import TurnRunner
 from main_backend.conversation.threads import ThreadService
-from main_backend.db import Database
 from main_backend.events.store import EventStore
 from main_backend.llm_client import LLMAgentClient
 from main_backend.metrics import Metrics
@@ -53,6 +52,5 @@ RunnerDep = Annotated[TurnRunner, Depends(_state("runner"))]
 LeasesDep = Annotated[RunLeases, Depends(_state("leases"))]
 StoreDep = Annotated[EventStore, Depends(_state("store"))]
 LLMDep = Annotated[LLMAgentClient, Depends(_state("llm"))]
-DatabaseDep = Annotated[Database, Depends(_state("db"))]
 RequestIdDep = Annotated[str | None, Depends(get_request_id)]
 UserDep = Annotated[str, Depends(current_user)]

@@ -7,6 +7,7 @@ log, found by its derived id.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from loguru import logger
 from sqlalchemy.exc import IntegrityError
 
 from main_backend.conversation.tables import idempotency_keys
@@ -72,6 +74,17 @@ class IdempotencyKeys:
         async with self.db.writer.begin() as conn:
             await conn.execute(idempotency_keys.delete().where(
                 idempotency_keys.c.owner == owner, idempotency_keys.c.key == key))
+
+    async def purge_periodically(self, every_seconds: float = 3600) -> None:
+        """Forget expired keys now and then (a repeated key also clears its own)."""
+        while True:
+            try:
+                purged = await self.purge_expired()
+                if purged:
+                    logger.info("forgot {} expired idempotency key(s)", purged)
+            except Exception:
+                logger.exception("could not purge expired idempotency keys")
+            await asyncio.sleep(every_seconds)
 
     async def purge_expired(self) -> int:
         cutoff = datetime.now(UTC) - self.ttl
