@@ -10,6 +10,10 @@ class DomainError(Exception):
 class InvalidEvent(DomainError):
     """An event that must not be stored: unknown type, missing field, NUL byte…"""
 
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
 
 class VersionConflict(DomainError):
     """The thread is not at the version the writer expected; nothing was written."""

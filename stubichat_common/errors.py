@@ -45,6 +45,8 @@ def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     details = []
     for error in exc.errors():
         location = [str(part) for part in error.get("loc", ()) if part != "body"]
+        # A check of a nested value (metadata) names where in it the problem is.
+        location += [str(part) for part in (error.get("ctx") or {}).get("path", ())]
         details.append({
             "field": ".".join(location) or "body",
             "message": error.get("msg", "invalid value"),

@@ -57,7 +57,7 @@ def run_error_status(code: str) -> tuple[int, bool]:
 def domain_error_response(request: Request, exc: DomainError) -> JSONResponse:
     status, code = next(v for k, v in _DOMAIN.items() if isinstance(exc, k))
     details: list[dict[str, Any]] | None = None
-    if isinstance(exc, InvalidRequest) and exc.field:
+    if isinstance(exc, InvalidRequest | InvalidEvent) and exc.field:
         details = [{"field": exc.field, "message": str(exc)}]
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return error_response(request, status, code, str(exc), details, headers)

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from main_backend.events.fold import MessageState, ThreadState
 from main_backend.events.types import StoredEvent
+from main_backend.values import (
+    MAX_INTEGER,
+    METADATA_MAX_BYTES,
+    METADATA_MAX_DEPTH,
+    ValueProblem,
+    check_json,
+    check_text,
+)
 
 Role = Literal["user", "assistant", "system"]
 
@@ -17,49 +26,68 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def _no_nul(value: str | None) -> str | None:
-    if value is not None and "\x00" in value:
-        raise ValueError("must not contain NUL bytes")
+def _refused(problem: ValueProblem) -> PydanticCustomError:
+    # `path` goes on the field's location in the error's `details[].field` (metadata.k).
+    return PydanticCustomError("invalid_value", "{reason}",
+                               {"reason": problem.message, "path": problem.path})
+
+
+def _text(value: str) -> str:
+    try:
+        return check_text(value, [])
+    except ValueProblem as exc:
+        raise _refused(exc) from None
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("blank", "must not be only whitespace")
     return value
+
+
+def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return check_json(value, [], max_depth=METADATA_MAX_DEPTH, max_bytes=METADATA_MAX_BYTES)
+    except ValueProblem as exc:
+        raise _refused(exc) from None
+
+
+# Every string and JSON value a request can store goes through one of these (values.py
+# holds the limits); the event store checks the same again before any append.
+Text = Annotated[str, AfterValidator(_text)]
+Content = Annotated[str, AfterValidator(_text), AfterValidator(_not_blank)]
+Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
 
 
 class MessageIn(_Strict):
     role: Role
-    content: str = Field(min_length=1)
-
-    _content_nul = field_validator("content")(_no_nul)
+    content: Content = Field(min_length=1)
 
 
 class ChatRequest(_Strict):
-    thread_id: str | None = Field(default=None, min_length=1, max_length=64)
+    thread_id: Text | None = Field(default=None, min_length=1, max_length=64)
     messages: list[MessageIn] = Field(default_factory=list)
-    model: str | None = Field(default=None, min_length=1, max_length=200)
+    model: Text | None = Field(default=None, min_length=1, max_length=200)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1)
-    system_prompt: str | None = Field(default=None, min_length=1, max_length=20_000)
-    metadata: dict[str, Any] | None = None
-    expected_version: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
+    system_prompt: Text | None = Field(default=None, min_length=1, max_length=20_000)
+    metadata: Metadata | None = None
+    expected_version: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
     stream: bool = False
-
-    _nul = field_validator("thread_id", "system_prompt")(_no_nul)
 
 
 class ThreadCreate(_Strict):
-    title: str | None = Field(default=None, max_length=500)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-    _nul = field_validator("title")(_no_nul)
+    title: Text | None = Field(default=None, max_length=500)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class ThreadPatch(_Strict):
-    title: str | None = Field(default=None, max_length=500)
-    metadata: dict[str, Any] | None = None
-
-    _nul = field_validator("title")(_no_nul)
+    title: Text | None = Field(default=None, max_length=500)
+    metadata: Metadata | None = None
 
 
 class ForkRequest(_Strict):
-    at_version: int | None = Field(default=None, ge=1)
+    at_version: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
 
 
 class Message(BaseModel):
@@ -219,10 +247,10 @@ class ReplayResponse(BaseModel):
 class ReplayRequest(_Strict):
     """Omitted fields keep the replay's own (the recorded run's, else a new turn's)."""
 
-    at_version: int | None = Field(default=None, ge=1)
-    model: str | None = Field(default=None, min_length=1, max_length=200)
+    at_version: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
+    model: Text | None = Field(default=None, min_length=1, max_length=200)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
 
 
 class AssistantAnswer(BaseModel):

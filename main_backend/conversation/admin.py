@@ -100,7 +100,9 @@ class AdminService:
         prompt = await prompt_at(self.store, thread, at, self.settings.system_prompt,
                                  self.settings.max_context_tokens)
         started = next((e for e in events[at:] if e.type == RUN_STARTED
-                        and e.data.get("prompt_version") == at), None)
+                        and e.data.get("prompt_version") == at
+                        and isinstance(e.data.get("model"), str)
+                        and isinstance(e.data.get("params"), dict)), None)
         if started is not None:
             model, params = started.data["model"], dict(started.data["params"])
         else:
@@ -115,6 +117,10 @@ class AdminService:
         """Send the replayed prompt to the LLM agent again, with the replay's model and
         params unless overridden; the answer is returned, never appended."""
         replay = await self.replay(thread_id, at_version)
+        if not any(m["role"] != "system" for m in replay.prompt.messages):
+            # The agent would refuse it (422, passed on as a 502): say why, call nothing.
+            raise InvalidRequest(f"the thread has no messages at version {replay.at_version}: "
+                                 "there is nothing to answer", "at_version")
         chosen_model = model or replay.model
         params = dict(replay.params)
         if temperature is not None:

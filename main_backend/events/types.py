@@ -9,6 +9,14 @@ from datetime import datetime
 from typing import Any
 
 from main_backend.errors import InvalidEvent
+from main_backend.values import (
+    EVENT_MAX_DEPTH,
+    METADATA_MAX_BYTES,
+    METADATA_MAX_DEPTH,
+    ValueProblem,
+    check_json,
+    text_problem,
+)
 
 THREAD_CREATED = "thread.created"
 MESSAGE_ADDED = "message.added"
@@ -30,6 +38,15 @@ REQUIRED_FIELDS: dict[str, frozenset[str]] = {
     RUN_CANCELLED: frozenset({"run_id", "message_id"}),
     THREAD_UPDATED: frozenset(),
     THREAD_DELETED: frozenset(),
+}
+# The types some of those fields must have: what the fold reads them as.
+FIELD_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
+    THREAD_CREATED: {"owner": str, "title": (str, type(None)), "metadata": dict,
+                     "forked_from": (dict, type(None)), "system_prompt": (str, type(None))},
+    MESSAGE_ADDED: {"message_id": str, "role": str, "content": str, "run_id": (str, type(None)),
+                    "partial": bool},
+    RUN_STARTED: {"run_id": str, "model": str, "params": dict, "prompt_version": int},
+    THREAD_UPDATED: {"title": (str, type(None)), "metadata": dict},
 }
 RUN_TERMINAL_TYPES = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
 MESSAGE_ROLES = frozenset({"user", "assistant", "system"})
@@ -83,34 +100,35 @@ def check_new_events(thread_id: str, events: list[NewEvent], expected_version: i
         missing = required - event.data.keys()
         if missing:
             raise InvalidEvent(f"{event.type} needs {', '.join(sorted(missing))}")
+        for name, expected in FIELD_TYPES.get(event.type, {}).items():
+            if name in event.data and not isinstance(event.data[name], expected):
+                raise InvalidEvent(f"{event.type} {name} has the wrong type", name)
         if event.type == MESSAGE_ADDED and event.data["role"] not in MESSAGE_ROLES:
             raise InvalidEvent(f"unknown message role {event.data['role']!r}")
-        for part, value in (("data", event.data), ("metadata", event.metadata)):
-            _check_json(f"{event.type} {part}", value)
+        _check_json(event.type, event.data, event.metadata)
+
+
+def _check_json(type_: str, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+    """Every string a valid Unicode text without NUL, bounded nesting, metadata objects
+    within their limits, and JSON that round-trips: what every read can serve."""
+    try:
+        if isinstance(data.get("metadata"), dict):
+            check_json(data["metadata"], ["metadata"], max_depth=METADATA_MAX_DEPTH,
+                       max_bytes=METADATA_MAX_BYTES)
+        check_json(data, [], max_depth=EVENT_MAX_DEPTH)
+        check_json(metadata, ["event_metadata"], max_depth=EVENT_MAX_DEPTH)
+    except ValueProblem as exc:
+        raise InvalidEvent(f"{type_}: {exc.field or 'data'} {exc.message}",
+                           exc.field or None) from exc
+    try:
+        json.dumps([data, metadata], allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEvent(f"{type_} is not storable as JSON: {exc}") from exc
 
 
 def _check_id(name: str, value: object) -> None:
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
         raise InvalidEvent(f"{name} must be a non-empty string of at most {MAX_ID_LENGTH} chars")
-    if "\x00" in value:
-        raise InvalidEvent(f"{name} must not contain NUL bytes")
-
-
-def _check_json(where: str, value: Any) -> None:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidEvent(f"{where} is not storable as JSON: {exc}") from exc
-    if _has_nul(value):
-        # Postgres refuses \u0000 in text and jsonb; refuse it on every engine alike.
-        raise InvalidEvent(f"{where} must not contain NUL bytes")
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(v) for v in value)
-    return False
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidEvent(f"{name} {problem}", name)

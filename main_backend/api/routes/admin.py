@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
 
 from main_backend.api.deps import LLMDep, RequestIdDep, SettingsDep, StoreDep, require_admin
 from main_backend.api.schemas import (
@@ -21,12 +21,14 @@ from main_backend.api.schemas import (
     ReplayRequest,
     ReplayResponse,
     RerunResponse,
+    Text,
     Thread,
     ThreadEventList,
     Usage,
     VerifyResponse,
 )
 from main_backend.conversation.admin import AdminService, Replay
+from main_backend.values import MAX_INTEGER
 
 _AUTH: dict[int | str, dict[str, Any]] = {
     401: {"description": "unauthorized: no or wrong 'Authorization: Bearer <ADMIN_TOKEN>'"},
@@ -43,7 +45,7 @@ _LLM_ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)],
                    responses=_AUTH)
 
-ThreadId = Annotated[str, Path(min_length=1, max_length=64)]
+ThreadId = Annotated[Text, Path(min_length=1, max_length=64)]
 
 
 def _admin(store: StoreDep, llm: LLMDep, settings: SettingsDep) -> AdminService:
@@ -56,10 +58,10 @@ AdminDep = Annotated[AdminService, Depends(_admin)]
 @router.get("/threads", response_model=AdminThreadList)
 async def list_threads(
     admin: AdminDep,
-    owner: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+    owner: Annotated[Text | None, Query(min_length=1, max_length=255)] = None,
     include_deleted: bool = False,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Annotated[Text | None, Query(max_length=500)] = None,
 ) -> AdminThreadList:
     """Every user's threads (or `owner`'s), most recently updated first."""
     page, next_cursor = await admin.list_threads(owner, include_deleted, limit, cursor)
@@ -70,7 +72,7 @@ async def list_threads(
             responses=_NOT_FOUND)
 async def thread_events(
     thread_id: ThreadId, admin: AdminDep,
-    from_version: Annotated[int, Query(ge=1)] = 1,
+    from_version: Annotated[int, Query(ge=1, le=MAX_INTEGER)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ThreadEventList:
     """The thread's events (deleted threads included), oldest first."""
@@ -82,7 +84,7 @@ async def thread_events(
             responses={**_NOT_FOUND, 422: {"description": "invalid_request (at_version)"}})
 async def replay(
     thread_id: ThreadId, admin: AdminDep,
-    at_version: Annotated[int | None, Query()] = None,
+    at_version: Annotated[int | None, Query(le=MAX_INTEGER)] = None,
 ) -> ReplayResponse:
     """The thread rebuilt from its events up to `at_version` (default: all), and the
     prompt a turn at that version sends to the LLM agent."""
@@ -96,7 +98,8 @@ async def replay(
 @router.post("/threads/{thread_id}/replay", response_model=RerunResponse,
              responses={**_NOT_FOUND, 422: {"description": "invalid_request"}, **_LLM_ERRORS})
 async def rerun(
-    thread_id: ThreadId, body: ReplayRequest, admin: AdminDep, request_id: RequestIdDep,
+    thread_id: ThreadId, admin: AdminDep, request_id: RequestIdDep,
+    body: Annotated[ReplayRequest, Body(default_factory=ReplayRequest)],
 ) -> RerunResponse:
     """Send the replayed prompt to the LLM again (optionally with another model or
     params) and return the answer; nothing is appended."""
@@ -113,7 +116,7 @@ async def rerun(
 @router.get("/events", response_model=EventFeed)
 async def event_feed(
     admin: AdminDep,
-    after_position: Annotated[int, Query(ge=0)] = 0,
+    after_position: Annotated[int, Query(ge=0, le=MAX_INTEGER)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> EventFeed:
     """Every thread's events in commit order; following `next_after_position` never

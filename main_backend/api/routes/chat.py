@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Body, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from main_backend.api.deps import ChatDep, MetricsDep, RequestIdDep, SettingsDep, UserDep
@@ -24,6 +24,8 @@ from stubichat_common.sse import PING, SSE_HEADERS, sse_event, with_keepalive
 
 router = APIRouter(tags=["chat"])
 
+# Every field is optional, so an empty body is `{}` (and says which field is missing).
+ChatBody = Annotated[ChatRequest, Body(default_factory=ChatRequest)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
                                                max_length=255, pattern=r"^[\x21-\x7e]+$")]
 
@@ -69,7 +71,7 @@ async def _start(body: ChatRequest, user: str, chat: ChatDep, settings: Settings
 
 @router.post("/chat/", response_model=ChatResponse, responses=_ERRORS)
 async def chat_turn(
-    request: Request, body: ChatRequest, user: UserDep, chat: ChatDep, settings: SettingsDep,
+    request: Request, body: ChatBody, user: UserDep, chat: ChatDep, settings: SettingsDep,
     metrics: MetricsDep, request_id: RequestIdDep, idempotency_key: IdempotencyKey = None,
 ) -> ChatResponse | JSONResponse | StreamingResponse:
     """Answer the thread's newest user message (`"stream": true` streams it)."""
@@ -88,7 +90,7 @@ async def chat_turn(
 @router.post("/chat/stream", response_class=StreamingResponse, responses={
     200: {"content": {"text/event-stream": {}}}, **_ERRORS})
 async def chat_stream(
-    body: ChatRequest, user: UserDep, chat: ChatDep, settings: SettingsDep, metrics: MetricsDep,
+    body: ChatBody, user: UserDep, chat: ChatDep, settings: SettingsDep, metrics: MetricsDep,
     request_id: RequestIdDep, idempotency_key: IdempotencyKey = None,
 ) -> StreamingResponse:
     """SSE: `run.started`, `delta`s, then one of `run.completed`, `run.failed`, `run.cancelled`."""

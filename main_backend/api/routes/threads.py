@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Body, Path, Query, Response, status
 
 from main_backend.api.deps import LeasesDep, RequestIdDep, RunnerDep, ThreadsDep, UserDep
 from main_backend.api.schemas import (
@@ -12,22 +12,26 @@ from main_backend.api.schemas import (
     ForkRequest,
     Message,
     MessageList,
+    Text,
     Thread,
     ThreadCreate,
     ThreadList,
     ThreadPatch,
 )
 from main_backend.errors import InvalidRequest, NoActiveRun
+from main_backend.values import MAX_INTEGER
 
 router = APIRouter(prefix="/threads", tags=["threads"])
 
-ThreadId = Annotated[str, Path(min_length=1, max_length=64)]
+ThreadId = Annotated[Text, Path(min_length=1, max_length=64)]
 _NOT_FOUND = {404: {"description": "thread_not_found"}}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Thread)
-async def create_thread(body: ThreadCreate, user: UserDep, threads: ThreadsDep,
-                        request_id: RequestIdDep) -> Thread:
+async def create_thread(user: UserDep, threads: ThreadsDep, request_id: RequestIdDep,
+                        body: Annotated[ThreadCreate, Body(default_factory=ThreadCreate)]
+                        ) -> Thread:
+    """An empty body is `{}`, as on every POST whose fields are all optional."""
     return Thread.of(await threads.create(user, body.title, body.metadata, request_id))
 
 
@@ -35,7 +39,7 @@ async def create_thread(body: ThreadCreate, user: UserDep, threads: ThreadsDep,
 async def list_threads(
     user: UserDep, threads: ThreadsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Annotated[Text | None, Query(max_length=500)] = None,
 ) -> ThreadList:
     """The user's threads, most recently updated first."""
     page, next_cursor = await threads.list(user, limit, cursor)
@@ -68,7 +72,7 @@ async def delete_thread(thread_id: ThreadId, user: UserDep, threads: ThreadsDep,
 @router.get("/{thread_id}/messages", response_model=MessageList, responses=_NOT_FOUND)
 async def list_messages(
     thread_id: ThreadId, user: UserDep, threads: ThreadsDep,
-    after_version: Annotated[int, Query(ge=0)] = 0,
+    after_version: Annotated[int, Query(ge=0, le=MAX_INTEGER)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> MessageList:
     """Oldest first; `next_cursor` is the `after_version` of the next page."""
@@ -79,10 +83,10 @@ async def list_messages(
 @router.post("/{thread_id}/fork", status_code=status.HTTP_201_CREATED, response_model=Thread,
              responses=_NOT_FOUND)
 async def fork_thread(thread_id: ThreadId, user: UserDep, threads: ThreadsDep,
-                      request_id: RequestIdDep, body: ForkRequest | None = None) -> Thread:
+                      request_id: RequestIdDep,
+                      body: Annotated[ForkRequest, Body(default_factory=ForkRequest)]) -> Thread:
     """A new thread of yours holding this one's history up to `at_version` (default: all)."""
-    at_version = body.at_version if body else None
-    return Thread.of(await threads.fork(user, thread_id, at_version, request_id))
+    return Thread.of(await threads.fork(user, thread_id, body.at_version, request_id))
 
 
 @router.post("/{thread_id}/cancel", status_code=status.HTTP_202_ACCEPTED,
