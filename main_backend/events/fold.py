@@ -2,6 +2,11 @@
 
 The read models are this fold, stored; `rebuild` re-runs it over the log and
 `verify` compares. Nothing here touches a database.
+
+The log cannot be rewritten, so the fold reads what it holds defensively: an event that
+does not hold what its type needs (written around `check_new_events`) is skipped with a
+warning; the thread's version still moves past it, so everything after it still folds.
+Only a thread's start or its version order being broken stops its fold (`InvalidEvent`).
 """
 
 from __future__ import annotations
@@ -11,8 +16,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
+from loguru import logger
+
 from main_backend.errors import InvalidEvent
 from main_backend.events.types import (
+    FIELD_TYPES,
     MESSAGE_ADDED,
     RUN_STARTED,
     RUN_TERMINAL_TYPES,
@@ -55,8 +63,21 @@ class MessageState:
     created_at: datetime
 
 
-def message_from_event(event: StoredEvent) -> MessageState:
+def _checked(event: StoredEvent, *names: str) -> dict[str, Any]:
+    """The event's data, if it holds `names` with the types the catalogue gives them."""
     data = event.data
+    types = FIELD_TYPES.get(event.type, {})
+    for name in names:
+        if name not in data or (name in types and not isinstance(data[name], types[name])):
+            raise InvalidEvent(
+                f"event {event.event_id} ({event.type}, position "
+                f"{event.position}) has no valid {name}"
+            )
+    return data
+
+
+def message_from_event(event: StoredEvent) -> MessageState:
+    data = _checked(event, "message_id", "role", "content", "run_id", "partial")
     return MessageState(
         message_id=data["message_id"],
         thread_id=event.thread_id,
@@ -74,13 +95,15 @@ def apply(state: ThreadState | None, event: StoredEvent) -> tuple[ThreadState, M
     if event.type == THREAD_CREATED:
         if state is not None or event.version != 1:
             raise InvalidEvent(f"thread {event.thread_id} exists already")
-        data = event.data
+        data = _checked(event, "owner", "title", "metadata", "forked_from")
         return ThreadState(
             thread_id=event.thread_id,
             owner=data["owner"],
             title=data["title"],
             metadata=dict(data["metadata"]),
-            system_prompt=data.get("system_prompt"),
+            system_prompt=_checked(event, "system_prompt")["system_prompt"]
+            if "system_prompt" in data
+            else None,
             forked_from=data["forked_from"],
             created_at=event.recorded_at,
             updated_at=event.recorded_at,
@@ -96,22 +119,39 @@ def apply(state: ThreadState | None, event: StoredEvent) -> tuple[ThreadState, M
             f"event version {event.version} does not follow thread version {state.version}"
         )
     state = replace(state, version=event.version, updated_at=event.recorded_at)
+    try:
+        return _applied(state, event)
+    except InvalidEvent as exc:
+        logger.warning("the fold skips an event it cannot read: {}", exc)
+        return state, None
+
+
+def readable_message(event: StoredEvent) -> MessageState | None:
+    """The message a `message.added` event holds, or None (logged) when it holds none."""
+    try:
+        return message_from_event(event)
+    except InvalidEvent as exc:
+        logger.warning("skipping a message that cannot be read: {}", exc)
+        return None
+
+
+def _applied(state: ThreadState, event: StoredEvent) -> tuple[ThreadState, MessageState | None]:
     message = None
     if event.type == MESSAGE_ADDED:
         message = message_from_event(event)
         state = replace(state, message_count=state.message_count + 1)
     elif event.type == RUN_STARTED:
-        state = replace(state, active_run_id=event.data["run_id"])
+        state = replace(state, active_run_id=_checked(event, "run_id")["run_id"])
     elif event.type in RUN_TERMINAL_TYPES:
-        if state.active_run_id == event.data["run_id"]:
+        if state.active_run_id == event.data.get("run_id"):
             state = replace(state, active_run_id=None)
     elif event.type == THREAD_UPDATED:
-        changes: dict[str, Any] = {}
-        if "title" in event.data:
-            changes["title"] = event.data["title"]
-        if "metadata" in event.data:
-            changes["metadata"] = dict(event.data["metadata"])
-        state = replace(state, **changes)
+        present = [name for name in ("title", "metadata") if name in event.data]
+        data = _checked(event, *present)
+        state = replace(
+            state,
+            **{name: dict(data[name]) if name == "metadata" else data[name] for name in present},
+        )
     elif event.type == THREAD_DELETED:
         state = replace(state, deleted=True)
     return state, message

@@ -13,15 +13,18 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from main_backend.db import Database
+from main_backend.errors import InvalidEvent
 from main_backend.events.fold import MessageState, ThreadState, fold
 from main_backend.events.tables import event_from_row, lock_appends
 from main_backend.events.tables import events as events_table
 from main_backend.events.tables import messages as messages_table
 from main_backend.events.tables import threads as threads_table
 from main_backend.events.types import StoredEvent
+from main_backend.values import sanitise
 
 _BATCH = 500
 
@@ -31,7 +34,9 @@ def thread_row(state: ThreadState) -> dict[str, Any]:
 
 
 def thread_from_row(row: sa.Row) -> ThreadState:
-    return ThreadState(**row._asdict())
+    # Repaired like the log's rows: a read model written before the append checks
+    # existed may hold what no response can carry (a lone surrogate in its metadata).
+    return ThreadState(**sanitise(row._asdict(), f"the read model of thread {row.thread_id}"))
 
 
 def message_row(message: MessageState) -> dict[str, Any]:
@@ -39,7 +44,7 @@ def message_row(message: MessageState) -> dict[str, Any]:
 
 
 def message_from_row(row: sa.Row) -> MessageState:
-    return MessageState(**row._asdict())
+    return MessageState(**sanitise(row._asdict(), f"the read model of message {row.message_id}"))
 
 
 async def load_thread(
@@ -84,11 +89,22 @@ async def _folded_threads(
     async for row in result:
         event = event_from_row(row)
         if current and current[0].thread_id != event.thread_id:
-            yield (*fold(current), len(current))
+            yield (*_fold_or_skip(current), len(current))
             current = []
         current.append(event)
     if current:
-        yield (*fold(current), len(current))
+        yield (*_fold_or_skip(current), len(current))
+
+
+def _fold_or_skip(events: list[StoredEvent]) -> tuple[ThreadState | None, list[MessageState]]:
+    """A thread whose log does not start or go on as a thread's must (written around the
+    append checks) gets no read model; every other thread is still rebuilt and verified."""
+    try:
+        return fold(events)
+    except InvalidEvent as exc:
+        logger.error("thread {} cannot be folded from its log and is left out: {}",
+                     events[0].thread_id, exc)
+        return None, []
 
 
 @dataclass(frozen=True)

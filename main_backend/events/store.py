@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from main_backend.db import Database
 from main_backend.errors import EventIdConflict, VersionConflict
 from main_backend.events import projections
-from main_backend.events.fold import MessageState, ThreadState, fold, message_from_event
+from main_backend.events.fold import MessageState, ThreadState, fold, readable_message
 from main_backend.events.tables import event_from_row, lock_appends
 from main_backend.events.tables import events as events_table
 from main_backend.events.types import MESSAGE_ADDED, NewEvent, StoredEvent, check_new_events
@@ -172,7 +172,9 @@ class EventStore:
                     .order_by(events_table.c.version.desc())
                 )).all()
             for row in rows:
-                yield message_from_event(event_from_row(row))
+                message = readable_message(event_from_row(row))
+                if message is not None:
+                    yield message
             upper = lower - 1
 
 

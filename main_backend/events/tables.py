@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from loguru import logger
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from main_backend.events.types import StoredEvent
+from main_backend.values import sanitise
 
 metadata = sa.MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -95,16 +97,28 @@ messages = sa.Table(
 
 
 def event_from_row(row: sa.Row) -> StoredEvent:
+    """A stored event as it can be served and folded, whatever the row holds: JSON that is
+    not an object is wrapped as `{"value": ...}` and odd values are repaired (`sanitise`),
+    so one row written around the append checks never fails a page of the log."""
+    where = f"event at position {row.position}"
     return StoredEvent(
         position=row.position,
         event_id=row.event_id,
         thread_id=row.thread_id,
         version=row.version,
         type=row.type,
-        data=row.data,
-        metadata=row.metadata,
+        data=_object(sanitise(row.data, f"the data of the {where}"), where),
+        metadata=_object(sanitise(row.metadata, f"the metadata of the {where}"), where),
         recorded_at=row.recorded_at,
     )
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    logger.warning("the {} holds JSON that is not an object; served as {{\"value\": ...}}",
+                   where)
+    return {"value": value}
 
 
 # Any fixed number: the key of the Postgres advisory lock that orders appends.
