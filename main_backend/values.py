@@ -66,7 +66,11 @@ def check_json(value: Any, path: list[str], *, max_depth: int, max_bytes: int | 
     serialised, or holding a string (or key) `check_text` refuses."""
     _walk(value, path, path, 1, max_depth)
     if max_bytes is not None:
-        size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+        try:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueProblem(f"is not storable as JSON: {exc}", path) from exc
+        size = len(text.encode())
         if size > max_bytes:
             raise ValueProblem(f"must be at most {max_bytes} bytes as JSON, not {size}", path)
     return value
