@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC
 
@@ -113,6 +114,14 @@ async def test_a_failing_batch_writes_nothing(store: EventStore, db: Database) -
     ("t1", [thread_created(metadata={"k\x00": 1})], "NUL"),
     ("t1", [thread_created(metadata={"score": math.nan})], "JSON"),
     ("t1", [thread_created(metadata={"when": object()})], "JSON"),
+    # What no engine or response could carry back, and metadata past its limits.
+    ("t1", [thread_created(title="lone \ud800")], "surrogate"),
+    ("t1", [thread_created(metadata={"\udc00": 1})], "surrogate"),
+    ("t1", [thread_created(), message_added("x\ud800")], "surrogate"),
+    ("t\ud800", [thread_created()], "surrogate"),
+    ("t1", [thread_created(metadata=json.loads('{"k":' * 33 + "1" + "}" * 33))], "nested"),
+    ("t1", [thread_created(metadata={"k": "x" * 16 * 1024})], "bytes"),
+    ("t1", [thread_created(metadata=[1])], "type"),
     ("t1", [thread_created(), message_added(role="tool")], "role"),
     ("t1", [NewEvent("thread.deleted", {}, {}, "same"), NewEvent("thread.deleted", {}, {}, "same")],
      "twice"),
