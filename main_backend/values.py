@@ -20,6 +20,9 @@ from loguru import logger
 # client reads it exactly, and a version or position one past it still fits a 64-bit
 # column, so no bound check, `+ 1` or SQL bind can overflow.
 MAX_INTEGER = 2**53 - 1
+# The largest thread version a request may name: versions are 32-bit INTEGER columns
+# (Postgres refuses a larger bind with "integer out of range"), and one past it still fits.
+MAX_VERSION = 2**31 - 2
 # A metadata object (thread or chat metadata): nesting depth and size serialised as JSON.
 METADATA_MAX_DEPTH = 32
 METADATA_MAX_BYTES = 16 * 1024

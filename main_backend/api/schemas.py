@@ -12,6 +12,7 @@ from main_backend.events.fold import MessageState, ThreadState
 from main_backend.events.types import StoredEvent
 from main_backend.values import (
     MAX_INTEGER,
+    MAX_VERSION,
     METADATA_MAX_BYTES,
     METADATA_MAX_DEPTH,
     ValueProblem,
@@ -72,7 +73,7 @@ class ChatRequest(_Strict):
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
     system_prompt: Text | None = Field(default=None, min_length=1, max_length=20_000)
     metadata: Metadata | None = None
-    expected_version: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
+    expected_version: int | None = Field(default=None, ge=0, le=MAX_VERSION)
     stream: bool = False
 
 
@@ -87,7 +88,7 @@ class ThreadPatch(_Strict):
 
 
 class ForkRequest(_Strict):
-    at_version: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
+    at_version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
 
 
 class Message(BaseModel):
@@ -247,7 +248,7 @@ class ReplayResponse(BaseModel):
 class ReplayRequest(_Strict):
     """Omitted fields keep the replay's own (the recorded run's, else a new turn's)."""
 
-    at_version: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
+    at_version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
     model: Text | None = Field(default=None, min_length=1, max_length=200)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_INTEGER)

@@ -28,7 +28,7 @@ from main_backend.api.schemas import (
     VerifyResponse,
 )
 from main_backend.conversation.admin import AdminService, Replay
-from main_backend.values import MAX_INTEGER
+from main_backend.values import MAX_INTEGER, MAX_VERSION
 
 _AUTH: dict[int | str, dict[str, Any]] = {
     401: {"description": "unauthorized: no or wrong 'Authorization: Bearer <ADMIN_TOKEN>'"},
@@ -72,7 +72,7 @@ async def list_threads(
             responses=_NOT_FOUND)
 async def thread_events(
     thread_id: ThreadId, admin: AdminDep,
-    from_version: Annotated[int, Query(ge=1, le=MAX_INTEGER)] = 1,
+    from_version: Annotated[int, Query(ge=1, le=MAX_VERSION)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ThreadEventList:
     """The thread's events (deleted threads included), oldest first."""
@@ -84,7 +84,7 @@ async def thread_events(
             responses={**_NOT_FOUND, 422: {"description": "invalid_request (at_version)"}})
 async def replay(
     thread_id: ThreadId, admin: AdminDep,
-    at_version: Annotated[int | None, Query(le=MAX_INTEGER)] = None,
+    at_version: Annotated[int | None, Query(le=MAX_VERSION)] = None,
 ) -> ReplayResponse:
     """The thread rebuilt from its events up to `at_version` (default: all), and the
     prompt a turn at that version sends to the LLM agent."""

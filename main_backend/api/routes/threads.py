@@ -19,7 +19,7 @@ from main_backend.api.schemas import (
     ThreadPatch,
 )
 from main_backend.errors import InvalidRequest, NoActiveRun
-from main_backend.values import MAX_INTEGER
+from main_backend.values import MAX_VERSION
 
 router = APIRouter(prefix="/threads", tags=["threads"])
 
@@ -72,7 +72,7 @@ async def delete_thread(thread_id: ThreadId, user: UserDep, threads: ThreadsDep,
 @router.get("/{thread_id}/messages", response_model=MessageList, responses=_NOT_FOUND)
 async def list_messages(
     thread_id: ThreadId, user: UserDep, threads: ThreadsDep,
-    after_version: Annotated[int, Query(ge=0, le=MAX_INTEGER)] = 0,
+    after_version: Annotated[int, Query(ge=0, le=MAX_VERSION)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> MessageList:
     """Oldest first; `next_cursor` is the `after_version` of the next page."""

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from main_backend.app import create_app
-from main_backend.values import MAX_INTEGER, METADATA_MAX_BYTES
+from main_backend.values import MAX_INTEGER, MAX_VERSION, METADATA_MAX_BYTES
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.chat.conftest import StartBackend, ask, backend_settings
 from tests.support.databases import event_count
@@ -264,6 +264,23 @@ def test_every_integer_input_is_bounded(
                     body = {**ask("hi"), **body}
             response = backend.request(method, url, params=params, json=body, headers=headers)
             assert_refused(response, name if where == "body" else f"query.{name}")
+    # Versions are 32-bit columns: one past the bound is refused, the bound itself reaches
+    # the database without overflowing it (Postgres: "integer out of range" was a 500).
+    for method, path, where, name in inputs:
+        if "version" not in name:
+            continue
+        url = path.replace("{thread_id}", thread_id)
+        headers = ADMIN if path.startswith("/admin") else {}
+        for value in (MAX_VERSION + 1, MAX_VERSION):
+            params = {name: value} if where == "query" else {}
+            body = ({} if method == "POST" else None) if where == "query" else {name: value}
+            if body is not None and path.startswith("/chat"):
+                body = {**ask("hi"), "thread_id": thread_id, **body}
+            response = backend.request(method, url, params=params, json=body, headers=headers)
+            if value > MAX_VERSION:
+                assert_refused(response, name if where == "body" else f"query.{name}")
+            else:
+                assert response.status_code < 500, (method, url, name, response.text)
     assert event_count(database_url) == before
     assert len(upstream.chat_requests) == asked
 
