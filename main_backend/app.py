@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              settings.llm_agent_token)
         store = EventStore(db, on_append=metrics.event_appends.inc,
                            on_conflict=metrics.version_conflicts.inc)
-        leases = RunLeases(db, settings.replica_id, settings.run_lease_seconds)
+        leases = RunLeases(db, settings.replica_id, settings.run_lease_seconds,
+                           settings.max_active_runs_per_user)
         try:
             async with open_checkpointer(
                 settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms

@@ -73,6 +73,9 @@ class Settings(ModelSettings):
     run_poll_seconds: float = Field(default=0.5, gt=0)
     # Resumes of one run after crashes before it is closed as interrupted.
     run_max_resumes: int = Field(default=2, ge=0)
+    # Runs one user may have in flight at once, over all their threads and all
+    # replicas (counted in the database); the next one is 429 too_many_active_runs.
+    max_active_runs_per_user: int = Field(default=8, ge=1)
     idempotency_ttl_hours: float = Field(default=24.0, ge=24.0)
     sse_ping_seconds: float = Field(default=15.0, gt=0)
     # On shutdown, how long runs in flight may take to finish before other replicas
