@@ -61,6 +61,13 @@ class Settings(ModelSettings):
     llm_agent_url: str = "http://127.0.0.1:8001"
     llm_agent_timeout: float = Field(default=120.0, gt=0)
     llm_agent_token: str | None = None
+    # Connections to the agent per process: each streamed answer holds one, so this
+    # bounds the process's concurrent generations (keep it at least the runs one
+    # replica should carry at once).
+    llm_agent_max_connections: int = Field(default=200, ge=1)
+    # Seconds a turn waits for a free connection when all are busy before it fails
+    # as 503 llm_agent_unavailable (the wait is not part of LLM_AGENT_TIMEOUT).
+    llm_agent_pool_timeout: float = Field(default=5.0, gt=0)
 
     # Prompt
     system_prompt: str | None = None
