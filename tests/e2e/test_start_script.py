@@ -36,7 +36,7 @@ def start(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         env=full_env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=100,
     )
 
 
