@@ -128,7 +128,7 @@ async def test_a_wrong_token_means_the_agent_is_unavailable(
 @pytest.mark.parametrize(("fault", "overrides", "deltas", "code", "status", "retryable"), [
     ({"status": 401}, {}, 0, "llm_upstream_error", 502, False),
     ({"chunks": CHUNKS, "drop_after": 2}, {}, 2, "llm_upstream_error", 502, True),
-    ({"chunks": CHUNKS, "malformed_after": 1}, {}, 1, "llm_upstream_error", 502, False),
+    ({"chunks": CHUNKS, "malformed_after": 1}, {}, 1, "llm_upstream_error", 502, True),
     ({"chunks": CHUNKS, "stall_after": 1, "stall_seconds": 5},
      {"openai_read_timeout": 0.3}, 1, "llm_timeout", 504, True),
     ({"chunks": CHUNKS, "stall_after": 0, "stall_seconds": 5},
