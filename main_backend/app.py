@@ -50,10 +50,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              pool_timeout=settings.database_pool_timeout,
                              sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
         llm = LLMAgentClient(settings.llm_agent_url, settings.llm_agent_timeout,
-                             settings.llm_agent_token)
+                             settings.llm_agent_token,
+                             max_connections=settings.llm_agent_max_connections,
+                             pool_timeout=settings.llm_agent_pool_timeout)
         store = EventStore(db, on_append=metrics.event_appends.inc,
                            on_conflict=metrics.version_conflicts.inc)
-        leases = RunLeases(db, settings.replica_id, settings.run_lease_seconds)
+        leases = RunLeases(db, settings.replica_id, settings.run_lease_seconds,
+                           settings.max_active_runs_per_user)
         try:
             async with open_checkpointer(
                 settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms

@@ -6,6 +6,9 @@ from __future__ import annotations
 class DomainError(Exception):
     """Base of every error the domain raises on purpose."""
 
+    # Seconds after which trying again may succeed (sent as Retry-After), if known.
+    retry_after: float | None = None
+
 
 class InvalidEvent(DomainError):
     """An event that must not be stored: unknown type, missing field, NUL byte…"""
@@ -69,3 +72,14 @@ class IdempotencyKeyReused(DomainError):
 class RequestInProgress(DomainError):
     def __init__(self) -> None:
         super().__init__("a request with this Idempotency-Key is still running")
+
+
+class TooManyActiveRuns(DomainError):
+    """The user has as many runs in flight as allowed; nothing was appended."""
+
+    def __init__(self, limit: int, retry_after: float) -> None:
+        answers = "answer" if limit == 1 else "answers"
+        super().__init__(f"you already have {limit} {answers} in progress, the most allowed "
+                         "at once; send this message again when one of them has finished")
+        self.limit = limit
+        self.retry_after = retry_after

@@ -168,15 +168,38 @@ def _typed(value: Any, kind: Any) -> Any:
 
 
 class LLMAgentClient:
-    def __init__(self, base_url: str, timeout: float, token: str | None = None) -> None:
+    """One pool of at most `max_connections` connections to the agent.
+
+    A streamed generation holds its connection until the answer ends, so the
+    pool bounds this process's concurrent generations. A turn that finds it
+    full waits at most `pool_timeout` for a connection, then fails as
+    `llm_agent_unavailable` (retryable) saying so: the wait is never charged to
+    the generation's own `timeout`.
+    """
+
+    def __init__(self, base_url: str, timeout: float, token: str | None = None, *,
+                 max_connections: int = 200, pool_timeout: float = 5.0) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.max_connections = max_connections
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"), headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout)),
+            timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout),
+                                  pool=pool_timeout),
+            # Idle connections are kept as many as may be open: a burst of turns
+            # reuses them instead of opening new ones after the last burst.
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_connections),
+        )
+        # Health probes get a small pool of their own: a pool full of answers is
+        # this process being busy, not the agent being unhealthy.
+        self._probe = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), timeout=HEALTH_TIMEOUT,
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=1),
         )
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self._probe.aclose()
 
     async def stream(
         self, messages: list[dict[str, str]], *, model: str, temperature: float,
@@ -209,6 +232,10 @@ class LLMAgentClient:
         except LLMError as error:
             logger.warning("LLM agent call failed: {} ({})", error.code, error.message)
             raise
+        except httpx.PoolTimeout as exc:  # this process's own limit, not the agent's
+            raise _failed(UNAVAILABLE, f"no connection to the LLM agent was free: all "
+                          f"{self.max_connections} (LLM_AGENT_MAX_CONNECTIONS) are busy "
+                          "with other answers; try again shortly", exc) from exc
         except httpx.ConnectTimeout as exc:  # nothing answers at that address
             raise _failed(UNAVAILABLE, "the LLM agent is unreachable", exc) from exc
         except httpx.TimeoutException as exc:
@@ -221,7 +248,7 @@ class LLMAgentClient:
         """`{"status": "ok"|"failing", ...}` from the agent's `/health`; never raises."""
         started = time.perf_counter()
         try:
-            response = await self._client.get("/health", timeout=HEALTH_TIMEOUT)
+            response = await self._probe.get("/health")
             body = response.json()
         except Exception as exc:  # a health probe reports, it never raises
             return {"status": "failing", "error": _describe(exc)}

@@ -61,6 +61,13 @@ class Settings(ModelSettings):
     llm_agent_url: str = "http://127.0.0.1:8001"
     llm_agent_timeout: float = Field(default=120.0, gt=0)
     llm_agent_token: str | None = None
+    # Connections to the agent per process: each streamed answer holds one, so this
+    # bounds the process's concurrent generations (keep it at least the runs one
+    # replica should carry at once).
+    llm_agent_max_connections: int = Field(default=200, ge=1)
+    # Seconds a turn waits for a free connection when all are busy before it fails
+    # as 503 llm_agent_unavailable (the wait is not part of LLM_AGENT_TIMEOUT).
+    llm_agent_pool_timeout: float = Field(default=5.0, gt=0)
 
     # Prompt
     system_prompt: str | None = None
@@ -73,6 +80,9 @@ class Settings(ModelSettings):
     run_poll_seconds: float = Field(default=0.5, gt=0)
     # Resumes of one run after crashes before it is closed as interrupted.
     run_max_resumes: int = Field(default=2, ge=0)
+    # Runs one user may have in flight at once, over all their threads and all
+    # replicas (counted in the database); the next one is 429 too_many_active_runs.
+    max_active_runs_per_user: int = Field(default=8, ge=1)
     idempotency_ttl_hours: float = Field(default=24.0, ge=24.0)
     sse_ping_seconds: float = Field(default=15.0, gt=0)
     # On shutdown, how long runs in flight may take to finish before other replicas

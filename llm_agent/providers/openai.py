@@ -106,6 +106,18 @@ def map_openai_error(exc: Exception) -> AgentError:
     return UpstreamError(f"unexpected upstream failure: {type(exc).__name__}", retryable=False)
 
 
+def _stream_fault(exc: Exception) -> AgentError:
+    """A fault of a stream's body, once the upstream accepted the request.
+
+    Dropped, truncated, malformed or stalled alike, it is transient: the one
+    rule for streams (see `OpenAIProvider.stream`) retries it before the first
+    delta, and after it tells the caller that asking again may help.
+    """
+    error = map_openai_error(exc)
+    error.retryable = True
+    return error
+
+
 def _upstream_message(exc: openai.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
@@ -216,7 +228,11 @@ class OpenAIProvider:
                     yield item
                 return
             except AgentError as error:
-                # Once text has gone out, a retry would send it twice.
+                # The one rule for streams: a fault before the first delta is retried
+                # like any transient failure (stream faults, i.e. a dropped connection,
+                # a truncated or malformed chunk, no [DONE], no finish reason, a stall,
+                # are all transient; a refusal by status keeps its own verdict), and
+                # never after it: text has gone out, and a retry would send it twice.
                 if sent_delta:
                     raise
                 await self._retry.backoff(attempt, error, self._on_retry)
@@ -250,7 +266,7 @@ class OpenAIProvider:
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
         except (openai.OpenAIError, ValueError) as exc:
-            raise map_openai_error(exc) from exc
+            raise _stream_fault(exc) from exc
         finally:
             await stream.close()
         if not stream.saw_done:

@@ -20,6 +20,7 @@ from main_backend.errors import (
     RequestInProgress,
     ThreadBusy,
     ThreadNotFound,
+    TooManyActiveRuns,
     VersionConflict,
 )
 from main_backend.llm_client import LLMError
@@ -35,6 +36,7 @@ _DOMAIN: dict[type[DomainError], tuple[int, str]] = {
     NoActiveRun: (409, "no_active_run"),
     IdempotencyKeyReused: (422, "idempotency_key_reused"),
     RequestInProgress: (409, "request_in_progress"),
+    TooManyActiveRuns: (429, "too_many_active_runs"),
     Unauthorized: (401, "unauthorized"),
     AdminDisabled: (403, "admin_disabled"),
 }
@@ -59,8 +61,10 @@ def domain_error_response(request: Request, exc: DomainError) -> JSONResponse:
     details: list[dict[str, Any]] | None = None
     if isinstance(exc, InvalidRequest | InvalidEvent) and exc.field:
         details = [{"field": exc.field, "message": str(exc)}]
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return error_response(request, status, code, str(exc), details, headers)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return error_response(request, status, code, str(exc), details, headers or None)
 
 
 def install_error_handlers(app: FastAPI) -> None:

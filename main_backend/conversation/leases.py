@@ -4,6 +4,10 @@ The replica that starts a run holds its lease and renews it while the run is
 in flight. A lease that is not renewed expires, and any replica may then take
 the run over (crash-resume). Cancel requests are a flag on the lease, so they
 reach the run whichever replica drives it.
+
+The leases are also where each user's runs in flight are counted, against
+MAX_ACTIVE_RUNS_PER_USER: a new run's lease is taken before anything of the run
+is appended, so a run refused here writes nothing.
 """
 
 from __future__ import annotations
@@ -14,10 +18,20 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from main_backend.conversation.ids import terminal_event_id
 from main_backend.conversation.tables import run_leases
 from main_backend.db import Database
-from main_backend.events.tables import threads
+from main_backend.errors import TooManyActiveRuns
+from main_backend.events.tables import events, threads
+
+# Any fixed number: the first key of the per-user Postgres advisory locks that
+# order lease takes (the two-integer key space is apart from APPEND_LOCK_KEY's).
+OWNER_LOCK_CLASS = 5_202_612
+# Runs last seconds to minutes and nothing tells when the user's next one ends:
+# a short wait before trying again.
+ACTIVE_RUNS_RETRY_AFTER = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,18 +44,67 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _owner_of(thread_id: str) -> sa.ColumnElement[str]:
+    """The thread's owner as a value to insert ("" if the read model has no such thread)."""
+    owner = sa.select(threads.c.owner).where(threads.c.thread_id == thread_id)
+    return sa.func.coalesce(owner.scalar_subquery(), "")
+
+
+async def _active_count(conn: AsyncConnection, owner: str, now: datetime) -> int:
+    """The owner's runs in flight, read inside the transaction that takes a lease.
+
+    A run counts from its lease to its terminal event: while the read model
+    says it is active (a run whose replica died keeps counting until it is
+    resumed or closed), and before that while its lease is live and it has not
+    ended (its input not yet recorded). A lease left behind by a run that ended
+    (not yet released) or that never got its input recorded (its replica died
+    before the first append) and has expired counts for nothing.
+    """
+    rows = (await conn.execute(
+        sa.select(run_leases.c.run_id, run_leases.c.expires_at,
+                  threads.c.thread_id.is_not(None).label("active"))
+        .select_from(run_leases.outerjoin(
+            threads, threads.c.active_run_id == run_leases.c.run_id))
+        .where(run_leases.c.owner == owner)
+    )).all()
+    active = sum(1 for row in rows if row.active)
+    pending = {terminal_event_id(row.run_id): row.run_id for row in rows
+               if not row.active and row.expires_at > now}
+    if pending:
+        ended = await conn.scalar(
+            sa.select(sa.func.count()).select_from(events)
+            .where(events.c.event_id.in_(pending)))
+        active += len(pending) - (ended or 0)
+    return active
+
+
 class RunLeases:
-    def __init__(self, db: Database, replica_id: str, lease_seconds: float) -> None:
+    def __init__(self, db: Database, replica_id: str, lease_seconds: float,
+                 max_active_per_owner: int) -> None:
         self.db = db
         self.replica_id = replica_id
         self.ttl = timedelta(seconds=lease_seconds)
+        self.max_active_per_owner = max_active_per_owner
 
-    async def take(self, run_id: str, thread_id: str) -> None:
-        """Hold the lease of a run this replica is starting."""
+    async def take(self, run_id: str, thread_id: str, owner: str) -> None:
+        """Hold the lease of a run this replica is starting, within the owner's cap.
+
+        Raises TooManyActiveRuns when the owner has MAX_ACTIVE_RUNS_PER_USER runs in
+        flight. The count and the insert are one transaction that holds the owner's
+        lock (SQLite: the write lock, BEGIN IMMEDIATE; Postgres: an advisory lock
+        per owner), so replicas taking leases at once cannot both pass the cap.
+        """
         async with self.db.writer.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(
+                    OWNER_LOCK_CLASS, sa.func.hashtext(owner))))
+            now = _now()
+            active = await _active_count(conn, owner, now)
+            if active >= self.max_active_per_owner:
+                raise TooManyActiveRuns(self.max_active_per_owner, ACTIVE_RUNS_RETRY_AFTER)
             await conn.execute(run_leases.insert().values(
-                run_id=run_id, thread_id=thread_id, replica_id=self.replica_id,
-                expires_at=_now() + self.ttl, cancel_requested=False, resumes=0,
+                run_id=run_id, thread_id=thread_id, owner=owner, replica_id=self.replica_id,
+                expires_at=now + self.ttl, cancel_requested=False, resumes=0,
             ))
 
     async def claim(self, run_id: str, thread_id: str) -> int | None:
@@ -59,7 +122,8 @@ class RunLeases:
             if row is None:
                 try:
                     await conn.execute(run_leases.insert().values(
-                        run_id=run_id, thread_id=thread_id, replica_id=self.replica_id,
+                        run_id=run_id, thread_id=thread_id, owner=_owner_of(thread_id),
+                        replica_id=self.replica_id,
                         expires_at=now + self.ttl, cancel_requested=False, resumes=1,
                     ))
                 except IntegrityError:
@@ -102,7 +166,8 @@ class RunLeases:
                 # The run lost its lease row (crash before it was written): an
                 # expired lease that carries the request to whoever resumes it.
                 await conn.execute(run_leases.insert().values(
-                    run_id=run_id, thread_id=thread_id, replica_id="", expires_at=_now(),
+                    run_id=run_id, thread_id=thread_id, owner=_owner_of(thread_id),
+                    replica_id="", expires_at=_now(),
                     cancel_requested=True, resumes=0,
                 ))
 

@@ -128,7 +128,7 @@ class TurnRunner:
 
     async def start(self, plan: TurnPlan, request_id: str | None, user: str) -> RunHandle:
         """Start a new run; returns once its input is recorded (or raises why not)."""
-        await self.leases.take(plan.run_id, plan.thread_id)
+        await self.leases.take(plan.run_id, plan.thread_id, user)
         handle = self._launch(plan.thread_id, plan.run_id, {
             "thread_id": plan.thread_id, "run_id": plan.run_id, "request_id": request_id,
             "user": user,

@@ -14,11 +14,15 @@ run_leases = sa.Table(
     "run_leases", metadata,
     sa.Column("run_id", ID, primary_key=True),
     sa.Column("thread_id", ID, nullable=False),
+    # The user the run answers: their runs in flight are counted against
+    # MAX_ACTIVE_RUNS_PER_USER (a new thread has no read-model row to join yet).
+    sa.Column("owner", sa.String(255), nullable=False),
     sa.Column("replica_id", sa.String(128), nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("cancel_requested", sa.Boolean, nullable=False),
     # How many times a replica took the run over after its owner stopped.
     sa.Column("resumes", sa.Integer, nullable=False),
+    sa.Index(None, "owner"),
 )
 
 idempotency_keys = sa.Table(

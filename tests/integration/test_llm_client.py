@@ -47,8 +47,9 @@ async def make_client(start_agent: StartAgent) -> AsyncIterator[MakeClient]:
     """Clients are closed before the agents stop (this fixture depends on theirs)."""
     clients: list[LLMAgentClient] = []
 
-    def make(base_url: str, timeout: float = 5.0, token: str | None = None) -> LLMAgentClient:
-        clients.append(LLMAgentClient(base_url, timeout, token))
+    def make(base_url: str, timeout: float = 5.0, token: str | None = None,
+             **pool: Any) -> LLMAgentClient:
+        clients.append(LLMAgentClient(base_url, timeout, token, **pool))
         return clients[-1]
 
     yield make
@@ -127,7 +128,7 @@ async def test_a_wrong_token_means_the_agent_is_unavailable(
 @pytest.mark.parametrize(("fault", "overrides", "deltas", "code", "status", "retryable"), [
     ({"status": 401}, {}, 0, "llm_upstream_error", 502, False),
     ({"chunks": CHUNKS, "drop_after": 2}, {}, 2, "llm_upstream_error", 502, True),
-    ({"chunks": CHUNKS, "malformed_after": 1}, {}, 1, "llm_upstream_error", 502, False),
+    ({"chunks": CHUNKS, "malformed_after": 1}, {}, 1, "llm_upstream_error", 502, True),
     ({"chunks": CHUNKS, "stall_after": 1, "stall_seconds": 5},
      {"openai_read_timeout": 0.3}, 1, "llm_timeout", 504, True),
     ({"chunks": CHUNKS, "stall_after": 0, "stall_seconds": 5},
@@ -196,6 +197,29 @@ async def test_closing_the_iterator_early_leaves_the_client_usable(
     await items.aclose()  # type: ignore[attr-defined]
     assert time.monotonic() - started < 1
     after, error = await asyncio.wait_for(collect(client), 5)
+    assert error is None and isinstance(after[-1], LLMDone)
+
+
+async def test_a_full_connection_pool_is_a_clear_error_not_a_generation_timeout(
+    start_agent: StartAgent, make_client: MakeClient, upstream: FakeOpenAI
+) -> None:
+    client = make_client(start_agent(), timeout=30, max_connections=1, pool_timeout=0.2)
+    upstream.script({"chunks": CHUNKS, "chunk_delay": 0.3})
+    holding = call(client)
+    assert await anext(holding) == LLMDelta("alpha ")  # the one connection is in use
+    started = time.monotonic()
+    items, error = await collect(client)
+    assert items == [] and error is not None
+    assert (error.code, error.status_code, error.retryable) == ("llm_agent_unavailable", 503, True)
+    assert "all 1 (LLM_AGENT_MAX_CONNECTIONS) are busy" in error.message
+    assert time.monotonic() - started < 10  # the pool wait, not the 30 s generation timeout
+    assert len(upstream.chat_requests) == 1  # the refused call never reached the agent
+    # The agent itself is fine, and says so while the pool is full.
+    assert (await client.health())["status"] == "ok"
+    rest = [item async for item in holding]
+    assert isinstance(rest[-1], LLMDone)
+    # The connection is back in the pool: the next call gets it.
+    after, error = await collect(client)
     assert error is None and isinstance(after[-1], LLMDone)
 
 

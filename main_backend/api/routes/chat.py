@@ -33,8 +33,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text} for code, text in {
         404: "thread_not_found", 409: "thread_busy, version_conflict, request_in_progress",
         413: "payload_too_large", 422: "invalid_request, idempotency_key_reused",
-        429: "llm_rate_limited", 502: "llm_upstream_error", 503: "llm_agent_unavailable",
-        504: "llm_timeout",
+        429: "llm_rate_limited, too_many_active_runs", 502: "llm_upstream_error",
+        503: "llm_agent_unavailable", 504: "llm_timeout",
     }.items()
 }
 

@@ -31,7 +31,7 @@ def assert_cut_off(events: list[Event], deltas: int, code: str, retryable: bool)
 @pytest.mark.parametrize(("fault", "deltas", "code", "retryable"), [
     ({"drop_after": 2}, 2, "upstream_error", True),
     ({"truncate_after": 2}, 2, "upstream_error", True),
-    ({"malformed_after": 2}, 2, "upstream_error", False),
+    ({"malformed_after": 2}, 2, "upstream_error", True),
     ({"omit_done": True}, 4, "upstream_error", True),
     ({"finish_reason": None}, 4, "upstream_error", True),
 ])
@@ -56,10 +56,18 @@ def test_a_stalled_stream_times_out_instead_of_hanging(
     assert_cut_off(events, 1, "upstream_timeout", True)
 
 
-def test_a_fault_before_the_first_delta_is_retried(
-    agent: httpx.Client, upstream: FakeOpenAI
+@pytest.mark.parametrize("fault", [
+    {"chunks": CHUNKS, "drop_after": 0},
+    {"chunks": CHUNKS, "truncate_after": 0},
+    {"chunks": CHUNKS, "malformed_after": 0},
+    {"chunks": [], "omit_done": True},
+    {"chunks": [], "finish_reason": None},
+], ids=["dropped", "truncated", "malformed", "no-done", "no-finish-reason"])
+def test_any_fault_before_the_first_delta_is_retried(
+    agent: httpx.Client, upstream: FakeOpenAI, fault: dict[str, Any]
 ) -> None:
-    upstream.script({"chunks": CHUNKS, "drop_after": 0}, {"chunks": CHUNKS})
+    """One rule for every stream fault: retried before the first delta, never after."""
+    upstream.script(fault, {"chunks": CHUNKS})
     events = stream(agent)
     assert [e.event for e in events] == ["delta"] * 4 + ["done"]
     assert "".join(e.data["text"] for e in events[:-1]) == "".join(CHUNKS)
