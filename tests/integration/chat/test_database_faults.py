@@ -17,9 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from main_backend.app import create_app as create_backend
+from main_backend.db import create_database, is_database_unavailable
+from main_backend.pg_connection import DatabaseTimeouts
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.chat.conftest import ask, backend_settings, wait_idle
 from tests.support.databases import query
@@ -200,3 +204,19 @@ def test_a_locked_sqlite_database_is_a_503_within_the_busy_timeout(
         holder.execute("ROLLBACK")
         holder.close()
     assert backend.post("/threads", json={}).status_code == 201
+
+
+@POSTGRES_ONLY
+async def test_a_slow_statement_on_a_live_server_is_cancelled_there(database_url: str) -> None:
+    db = create_database(database_url, timeouts=DatabaseTimeouts(2, 1.5))
+    try:
+        async with db.engine.connect() as conn:
+            assert await conn.scalar(sa.text("SHOW statement_timeout")) == "1500ms"
+            started = time.monotonic()
+            with pytest.raises(OperationalError) as caught:
+                await conn.execute(sa.text("SELECT pg_sleep(10)"))
+            assert time.monotonic() - started < 8
+            assert "statement timeout" in str(caught.value)
+            assert is_database_unavailable(caught.value)
+    finally:
+        await db.dispose()
