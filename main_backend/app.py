@@ -26,8 +26,10 @@ from main_backend.conversation.runner import TurnRunner
 from main_backend.conversation.threads import ThreadService
 from main_backend.db import create_database
 from main_backend.events.store import EventStore
+from main_backend.health import HealthChecks
 from main_backend.llm_client import LLMAgentClient
 from main_backend.metrics import Metrics
+from main_backend.pg_connection import DatabaseTimeouts
 from main_backend.settings import Settings
 from stubichat_common.app import service_app
 from stubichat_common.logging import setup_logging
@@ -46,9 +48,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        timeouts = DatabaseTimeouts(settings.database_connect_timeout,
+                                    settings.database_statement_timeout)
         db = create_database(settings.database_url, pool_size=settings.database_pool_size,
                              pool_timeout=settings.database_pool_timeout,
-                             sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+                             sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+                             timeouts=timeouts)
         llm = LLMAgentClient(settings.llm_agent_url, settings.llm_agent_timeout,
                              settings.llm_agent_token,
                              max_connections=settings.llm_agent_max_connections,
@@ -59,7 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            settings.max_active_runs_per_user)
         try:
             async with open_checkpointer(
-                settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
+                settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+                timeouts=timeouts,
             ) as checkpointer:
                 graph = build_turn_graph(
                     TurnDeps(store, llm, settings.system_prompt, settings.max_context_tokens),
@@ -70,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     max_resumes=settings.run_max_resumes,
                     on_end=metrics.run_ended)
                 app.state.db, app.state.llm, app.state.leases = db, llm, leases
+                app.state.health = health = HealthChecks(db, llm, app.state.migration_head)
                 app.state.store = store
                 app.state.runner = runner
                 app.state.threads = ThreadService(store)
@@ -87,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     yield
                 finally:
                     purging.cancel()
+                    await health.close()
                     await runner.stop(settings.shutdown_grace_seconds)
         finally:
             await llm.aclose()

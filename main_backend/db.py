@@ -5,19 +5,41 @@ the write engine opens every transaction with `BEGIN IMMEDIATE`, so a writer
 takes the write lock up front and waits (busy_timeout) instead of failing with
 "database is locked" halfway through; reads use plain `BEGIN` and, in WAL mode,
 never block or wait for writers. On Postgres both are the same pooled engine
-with pre-ping, so the pool survives a server restart.
+with pre-ping, so the pool survives a server restart, over connections that
+never wait forever for the server (`pg_connection`).
+
+`DATABASE_UNAVAILABLE` names every error that means "the database cannot be
+used right now" (unreachable, silent, locked, or no connection to be had in
+time), whichever layer raised it: SQLAlchemy, or the checkpointer's psycopg
+pool and aiosqlite connection, which SQLAlchemy does not wrap.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from main_backend.pg_connection import DatabaseTimeouts, bounded_connection_class
+
+# psycopg.OperationalError covers psycopg_pool.PoolTimeout and DatabaseUnresponsive;
+# sqlite3.OperationalError is "database is locked" past the busy timeout.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OperationalError, InterfaceError, PoolTimeout, psycopg.OperationalError,
+    sqlite3.OperationalError,
+)
+
+
+def is_database_unavailable(exc: BaseException | None) -> bool:
+    return isinstance(exc, DATABASE_UNAVAILABLE)
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -74,14 +96,19 @@ def create_database(
     pool_size: int = 10,
     pool_timeout: float = 30.0,
     sqlite_busy_timeout_ms: int = 30_000,
+    timeouts: DatabaseTimeouts | None = None,
     echo: bool = False,
 ) -> Database:
+    """`timeouts` bound every Postgres connection (None: unbounded, for migrations)."""
     url = normalize_database_url(database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite(url, sqlite_busy_timeout_ms, echo)
+    connect_args: dict[str, Any] = {}
+    if timeouts is not None:
+        connect_args["async_creator_fn"] = bounded_connection_class(timeouts).connect
     engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout,
-        pool_pre_ping=True, echo=echo,
+        pool_pre_ping=True, echo=echo, connect_args=connect_args,
     )
     return Database(engine=engine, writer=engine)
 

@@ -40,6 +40,11 @@ class Settings(ModelSettings):
     # Pooled connections per process (Postgres) and seconds to wait for one.
     database_pool_size: int = Field(default=10, ge=1, le=200)
     database_pool_timeout: float = Field(default=30.0, gt=0)
+    # Postgres: seconds to establish a connection (whole seconds, libpq's minimum is 2).
+    database_connect_timeout: int = Field(default=5, ge=2, le=600)
+    # Postgres: longest statement (server-side statement_timeout); a server silent
+    # a second longer loses its connection. Normal statements take milliseconds.
+    database_statement_timeout: float = Field(default=10.0, gt=0, le=3600)
     # How long an SQLite writer waits for the write lock before giving up (ms).
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
 

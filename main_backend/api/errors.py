@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from loguru import logger
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from main_backend.auth import AdminDisabled, Unauthorized
+from main_backend.db import DATABASE_UNAVAILABLE
 from main_backend.errors import (
     DomainError,
     EventIdConflict,
@@ -48,8 +48,15 @@ RUN_ERRORS: dict[str, tuple[int, bool]] = {
     "llm_timeout": (504, True),
     "llm_rate_limited": (429, True),
     "interrupted": (503, True),
+    "database_unavailable": (503, True),
     "internal_error": (500, True),
 }
+
+
+# Seconds a client is asked to wait after 503 database_unavailable: about what a
+# connection attempt may take (DATABASE_CONNECT_TIMEOUT's default).
+DATABASE_RETRY_AFTER_SECONDS = 5
+DATABASE_UNAVAILABLE_MESSAGE = "the database is not reachable right now; try again shortly"
 
 
 def run_error_status(code: str) -> tuple[int, bool]:
@@ -80,10 +87,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, exc.status_code, exc.code, exc.message, None, headers)
 
     async def _database(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("database unavailable: {}", exc)
-        return error_response(request, 503, "database_unavailable",
-                              "the database is not reachable right now; try again shortly")
+        return database_unavailable_response(request, exc)
 
-    # Connection-level failures only; any other database error is a 500.
-    app.add_exception_handler(OperationalError, _database)
-    app.add_exception_handler(InterfaceError, _database)
+    # Unreachable, silent or locked, or no pooled connection in time (db.py names
+    # them); any other database error is a 500.
+    for error in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error, _database)
+
+
+def database_unavailable_response(request: Request, exc: BaseException) -> JSONResponse:
+    logger.error("database unavailable: {}: {}", type(exc).__name__, exc)
+    return error_response(request, 503, "database_unavailable", DATABASE_UNAVAILABLE_MESSAGE,
+                          None, {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})

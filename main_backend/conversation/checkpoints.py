@@ -12,6 +12,12 @@ connections. Postgres: an `AsyncConnectionPool` with the connection settings
 the saver requires, and a check of every connection it hands out, so the pool
 survives a server restart. The saver serialises its own queries behind one
 lock, so it never uses more than one connection at a time.
+
+When the pool has lost its connections (an outage), the pool's wait for a new
+one and its reconnection attempts are bounded by the connect timeout: a wait
+fails promptly instead of holding the saver's lock (every run's checkpoints)
+for long, and the pool's exponential reconnect backoff never grows past a few
+seconds, so a connection is made again soon after the database is back.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -30,6 +37,7 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import URL
 
 from main_backend.db import normalize_database_url
+from main_backend.pg_connection import DatabaseTimeouts, bounded_connection_class
 
 __all__ = ["open_checkpointer", "prune_thread"]
 
@@ -41,17 +49,19 @@ async def open_checkpointer(
     sqlite_busy_timeout_ms: int = 30_000,
     pool_max_size: int = 2,
     pool_timeout: float = 30.0,
+    timeouts: DatabaseTimeouts | None = None,
 ) -> AsyncIterator[BaseCheckpointSaver[str]]:
     """A checkpointer over DATABASE_URL (any form `normalize_database_url` accepts).
 
     The database must be migrated to head; the tables are not created here.
+    `timeouts` bound every Postgres connection and the pool's waits (see above).
     """
     url = normalize_database_url(database_url)
     if url.get_backend_name() == "sqlite":
         async with _sqlite_saver(url, sqlite_busy_timeout_ms) as saver:
             yield saver
     else:
-        async with _postgres_saver(url, pool_max_size, pool_timeout) as saver:
+        async with _postgres_saver(url, pool_max_size, pool_timeout, timeouts) as saver:
             yield saver
 
 
@@ -87,17 +97,25 @@ async def _sqlite_saver(url: URL, busy_timeout_ms: int) -> AsyncIterator[AsyncSq
 
 @asynccontextmanager
 async def _postgres_saver(
-    url: URL, max_size: int, wait_seconds: float
+    url: URL, max_size: int, wait_seconds: float, timeouts: DatabaseTimeouts | None
 ) -> AsyncIterator[AsyncPostgresSaver]:
+    bounds: dict[str, Any] = {"timeout": wait_seconds}
+    if timeouts is not None:
+        # The pool retries a lost connection with a backoff doubling from 1 s until
+        # reconnect_timeout, then starts afresh on the next request: the gap between
+        # two attempts stays below the connect timeout. A wait leaves room for two.
+        bounds = {"connection_class": bounded_connection_class(timeouts),
+                  "timeout": 2.0 * timeouts.connect_seconds,
+                  "reconnect_timeout": float(timeouts.connect_seconds)}
     pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
         postgres_conninfo(url),
         # What AsyncPostgresSaver requires of its connections.
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
         min_size=1,
         max_size=max_size,
-        timeout=wait_seconds,
         check=AsyncConnectionPool.check_connection,
         open=False,
+        **bounds,
     )
     await pool.open(wait=True, timeout=wait_seconds)
     try:

@@ -5,6 +5,12 @@ listening. This replica renews the leases of the runs it drives, passes
 cancel requests to them, and takes over runs whose replica stopped renewing
 (crash-resume): from the run's checkpoint when it has one, else from its
 `run.started` event. A run that cannot be resumed is closed as `interrupted`.
+
+A run that fails here after its input was recorded (the database stopped
+answering mid-run) is handed over at once rather than when its lease would
+expire: its lease is expired and the sweeper looks again every `poll_seconds`
+until that is done, so the run resumes (and its thread takes turns again) as
+soon as the database answers, however long the outage lasted.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from main_backend.conversation.graph import (
 from main_backend.conversation.ids import run_started_id
 from main_backend.conversation.leases import OrphanRun, RunLeases
 from main_backend.conversation.turns import TurnPlan
+from main_backend.db import is_database_unavailable
 from main_backend.events.store import EventStore
 
 RunEvent = RunStarted | RunDelta | RunEnded
@@ -125,6 +132,9 @@ class TurnRunner:
         self.on_end = on_end
         self.local: dict[str, RunHandle] = {}
         self._loops: list[asyncio.Task[None]] = []
+        # Runs that failed here with their lease still ours, to hand over at once.
+        self._abandoned: set[str] = set()
+        self._wake_sweeper = asyncio.Event()
 
     async def start(self, plan: TurnPlan, request_id: str | None, user: str) -> RunHandle:
         """Start a new run; returns once its input is recorded (or raises why not)."""
@@ -157,13 +167,16 @@ class TurnRunner:
             error = exc
             if handle.started is not None:
                 logger.exception("run {} failed before its outcome was recorded; it will be "
-                                 "resumed when its lease expires", handle.run_id)
+                                 "resumed", handle.run_id)
         finally:
             self.local.pop(handle.run_id, None)
             # Refused input or a recorded end: nothing left to resume.
             if handle.ended is not None or (handle.started is None and state is not None
                                             and not state.get("recorded")):
                 await self._cleanup(handle)
+            elif error is not None:
+                self._abandoned.add(handle.run_id)
+                self._wake_sweeper.set()
             await handle.finish(error)
 
     async def _stream(self, handle: RunHandle, state: TurnState | None, config: Any,
@@ -224,11 +237,29 @@ class TurnRunner:
 
     async def _sweep(self) -> None:
         while True:
+            failed = False
             try:
+                await self._hand_over_abandoned()
                 await self.resume_orphans()
-            except Exception:
-                logger.exception("could not look for runs to resume")
-            await asyncio.sleep(self.sweep_seconds)
+            except Exception as exc:
+                failed = True
+                if is_database_unavailable(exc):
+                    logger.warning("could not look for runs to resume: {}: {}",
+                                   type(exc).__name__, exc)
+                else:
+                    logger.exception("could not look for runs to resume")
+            # Until the database answers again, look often: a run it interrupted
+            # resumes as soon as it can, not a sweep period later.
+            pause = self.poll_seconds if failed or self._abandoned else self.sweep_seconds
+            self._wake_sweeper.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_sweeper.wait(), pause)
+
+    async def _hand_over_abandoned(self) -> None:
+        if self._abandoned:
+            run_ids = list(self._abandoned)
+            await self.leases.expire(run_ids)
+            self._abandoned.difference_update(run_ids)
 
     async def resume_orphans(self) -> int:
         resumed = 0
@@ -239,7 +270,12 @@ class TurnRunner:
             if resumes is None:
                 continue
             resumed += 1
-            await self._resume(orphan, resumes)
+            try:
+                await self._resume(orphan, resumes)
+            except Exception:
+                # Claimed but not driven (the database failed again): hand it over again.
+                self._abandoned.add(orphan.run_id)
+                raise
         return resumed
 
     async def _resume(self, orphan: OrphanRun, resumes: int) -> None:

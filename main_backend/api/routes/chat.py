@@ -9,13 +9,14 @@ from fastapi import APIRouter, Body, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from main_backend.api.deps import ChatDep, MetricsDep, RequestIdDep, SettingsDep, UserDep
-from main_backend.api.errors import run_error_status
+from main_backend.api.errors import database_unavailable_response, run_error_status
 from main_backend.api.schemas import ChatRequest, ChatResponse, Message, Usage
 from main_backend.conversation.chat import Repeat
 from main_backend.conversation.graph import RunDelta, RunEnded, RunStarted
 from main_backend.conversation.idempotency import request_hash
 from main_backend.conversation.runner import RunEvent, RunHandle
 from main_backend.conversation.turns import ChatCommand, ChatMessage
+from main_backend.db import is_database_unavailable
 from main_backend.errors import InvalidRequest
 from main_backend.metrics import Metrics
 from main_backend.settings import Settings
@@ -34,7 +35,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         404: "thread_not_found", 409: "thread_busy, version_conflict, request_in_progress",
         413: "payload_too_large", 422: "invalid_request, idempotency_key_reused",
         429: "llm_rate_limited, too_many_active_runs", 502: "llm_upstream_error",
-        503: "llm_agent_unavailable", 504: "llm_timeout",
+        503: "llm_agent_unavailable, database_unavailable", 504: "llm_timeout",
     }.items()
 }
 
@@ -80,6 +81,9 @@ async def chat_turn(
         return _sse_response(started, settings, metrics)
     ended = started.ended if isinstance(started, Repeat) else await started.wait_ended()
     if ended is None:
+        error = started.error if isinstance(started, RunHandle) else None
+        if error is not None and is_database_unavailable(error):
+            return database_unavailable_response(request, error)
         return error_response(request, 500, "internal_error",
                               "the answer could not be recorded; it will be retried")
     if ended.status == "failed":
@@ -151,11 +155,20 @@ async def _sse(started: RunHandle | Repeat, ping_seconds: float,
             yield sse_event(name, data, event_id)
         if not ended:  # the run broke before it could record its end
             yield sse_event("run.failed", {
-                "error": {"code": "internal_error", "retryable": True,
-                          "message": "the answer could not be recorded; it will be retried"},
-                "partial_content": "", "version": None}, event_id + 1)
+                "error": _unrecorded_error(started), "partial_content": "", "version": None,
+            }, event_id + 1)
     finally:
         metrics.active_streams.dec()
+
+
+def _unrecorded_error(started: RunHandle | Repeat) -> dict[str, Any]:
+    """Why a run's stream ends without its end: the database, or anything else."""
+    if isinstance(started, RunHandle) and is_database_unavailable(started.error):
+        return {"code": "database_unavailable", "retryable": True,
+                "message": "the database stopped answering; this answer will be completed "
+                           "when it is back"}
+    return {"code": "internal_error", "retryable": True,
+            "message": "the answer could not be recorded; it will be retried"}
 
 
 def _sse_payload(event: RunEvent) -> tuple[str, dict[str, Any]]:
