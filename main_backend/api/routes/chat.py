@@ -20,9 +20,10 @@ from main_backend.errors import InvalidRequest
 from main_backend.metrics import Metrics
 from main_backend.settings import Settings
 from stubichat_common.errors import error_response
+from stubichat_common.routing import JSONRoute
 from stubichat_common.sse import PING, SSE_HEADERS, sse_event, with_keepalive
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], route_class=JSONRoute)
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
                                                max_length=255, pattern=r"^[\x21-\x7e]+$")]
