@@ -21,7 +21,8 @@ def service_app(
     settings: Any,
     metrics: ServiceMetrics,
 ) -> FastAPI:
-    """`settings` needs `debug` and `max_request_bytes`; it is kept on `app.state`."""
+    """`settings` needs `debug`, `max_request_bytes` and `request_body_timeout_seconds`;
+    it is kept on `app.state`."""
     app = FastAPI(
         title=title, version=version, lifespan=lifespan,
         docs_url="/docs" if settings.debug else None, redoc_url=None,
@@ -32,5 +33,6 @@ def service_app(
     app.add_middleware(
         RequestContextMiddleware, request_duration=metrics.request_duration,
         errors=metrics.errors, max_body_bytes=settings.max_request_bytes,
+        body_timeout_seconds=settings.request_body_timeout_seconds,
     )
     return app
