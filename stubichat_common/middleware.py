@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from stubichat_common.errors import HTTP_CODES, ErrorCounter, error_body
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_BODY_METHODS = {"POST", "PUT", "PATCH"}
+BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 class _BodyRefused(Exception):
@@ -107,7 +107,7 @@ class RequestContextMiddleware:
     async def _read_body(self, scope: Scope, receive: Receive) -> Receive:
         """Buffer the body within the size limit and the deadline, and hand the app a
         receive that replays it; raise `_BodyRefused` (413, 408) otherwise."""
-        if scope["method"] not in _BODY_METHODS:
+        if scope["method"] not in BODY_METHODS:
             return receive
         too_large = _BodyRefused(413, f"the request body exceeds {self.max_body_bytes} bytes")
         for name, value in scope.get("headers", ()):

@@ -36,6 +36,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         504: "llm_timeout",
     }.items()
 }
+_SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 
 
 def to_command(body: ChatRequest, user: str, settings: Settings,
@@ -68,7 +69,7 @@ async def _start(body: ChatRequest, user: str, chat: ChatDep, settings: Settings
     return await chat.start(command, key, digest)
 
 
-@router.post("/chat/", response_model=ChatResponse, responses=_ERRORS)
+@router.post("/chat/", response_model=ChatResponse, responses={**_SSE, **_ERRORS})
 async def chat_turn(
     request: Request, body: ChatRequest, user: UserDep, chat: ChatDep, settings: SettingsDep,
     metrics: MetricsDep, request_id: RequestIdDep, idempotency_key: IdempotencyKey = None,
@@ -86,8 +87,8 @@ async def chat_turn(
     return _chat_response(ended)
 
 
-@router.post("/chat/stream", response_class=StreamingResponse, responses={
-    200: {"content": {"text/event-stream": {}}}, **_ERRORS})
+@router.post("/chat/stream", response_class=StreamingResponse,
+             responses={**_SSE, **_ERRORS})
 async def chat_stream(
     body: ChatRequest, user: UserDep, chat: ChatDep, settings: SettingsDep, metrics: MetricsDep,
     request_id: RequestIdDep, idempotency_key: IdempotencyKey = None,

@@ -10,6 +10,7 @@ import jwt
 import pytest
 
 from main_backend.app import create_app
+from stubichat_common.errors import ErrorEnvelope
 from tests.integration.chat.conftest import StartBackend, backend_settings
 from tests.support.databases import event_count
 
@@ -160,3 +161,23 @@ def test_json_media_types_with_parameters_are_json(backend: httpx.Client) -> Non
             "/threads", content=b'{"title": "t"}', headers={"content-type": content_type}
         )
         assert response.status_code == 201, (content_type, response.text)
+
+
+def test_every_route_refuses_a_stranger_as_its_schema_documents(
+    start_backend: StartBackend, database_url: str, agent_url: str
+) -> None:
+    backend = start_backend(auth_mode="jwt", secret_key=SECRET, admin_token=ADMIN_TOKEN)
+    schema = create_app(backend_settings(database_url, agent_url)).openapi()
+    refused = 0
+    for path, operations in schema["paths"].items():
+        if path in {"/", "/health", "/metrics"}:
+            continue
+        url = path.replace("{thread_id}", "some-thread")
+        for method, operation in operations.items():
+            response = backend.request(method.upper(), url, content=b"\xff", headers=JSON)
+            assert_error(response, 401, "unauthorized")
+            assert "401" in operation["responses"], (method, path)
+            ErrorEnvelope.model_validate(response.json())
+            refused += 1
+    assert refused >= 17  # every thread, chat and admin operation
+    assert event_count(database_url) == 0

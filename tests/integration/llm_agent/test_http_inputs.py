@@ -8,8 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from llm_agent.app import create_app
+from stubichat_common.errors import ErrorEnvelope
 from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.llm_agent.conftest import StartAgent
+from tests.integration.llm_agent.conftest import StartAgent, agent_settings
 
 TOKEN = "agent-s3cret"
 PATHS = ["/generate/", "/generate/stream"]
@@ -137,3 +139,19 @@ def test_the_token_comes_before_the_body(start_agent: StartAgent, path: str, cas
         assert response.headers["www-authenticate"] == "Bearer"
     right = agent.post(path, content=body, headers={**headers, "Authorization": f"Bearer {TOKEN}"})
     assert (right.status_code, right.json()["error"]["code"]) == (status, code)
+
+
+def test_every_route_refuses_a_stranger_as_its_schema_documents(start_agent: StartAgent) -> None:
+    agent = start_agent(llm_agent_token=TOKEN)
+    schema = create_app(agent_settings("http://127.0.0.1:9/v1")).openapi()
+    refused = 0
+    for path, operations in schema["paths"].items():
+        if path in {"/", "/health", "/metrics"}:
+            continue
+        for method, operation in operations.items():
+            response = agent.request(method.upper(), path, content=b"\xff", headers=JSON)
+            assert response.status_code == 401, (method, path, response.text)
+            assert "401" in operation["responses"], (method, path)
+            ErrorEnvelope.model_validate(response.json())
+            refused += 1
+    assert refused == 3  # /models, /generate/, /generate/stream
