@@ -7,8 +7,10 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 # The one table of the codes the shared plumbing answers with (HTTP-level errors that
 # no route raises itself); the services' own codes live in their error mappings.
@@ -90,6 +92,17 @@ def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return details
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method of every route at the request's path (Starlette names only those of
+    the first route that matches it)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE and route.methods:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def install_common_handlers(app: FastAPI, validation_code: str = "invalid_request") -> None:
     """Request validation (422), refused bodies, and routing errors (404, 405) as envelopes."""
 
@@ -112,5 +125,8 @@ def install_common_handlers(app: FastAPI, validation_code: str = "invalid_reques
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code, "http_error")
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
         return error_response(request, exc.status_code, code, str(exc.detail), None,
-                              dict(exc.headers) if exc.headers else None)
+                              headers or None)

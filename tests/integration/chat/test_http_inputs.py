@@ -181,3 +181,14 @@ def test_every_route_refuses_a_stranger_as_its_schema_documents(
             refused += 1
     assert refused >= 17  # every thread, chat and admin operation
     assert event_count(database_url) == 0
+
+
+def test_a_wrong_method_names_every_method_of_the_path(backend: httpx.Client) -> None:
+    for path, allowed in (
+        ("/threads", "GET, POST"),
+        ("/threads/some-thread", "DELETE, GET, PATCH"),
+        ("/chat/", "POST"),
+    ):
+        response = backend.request("OPTIONS", path)
+        assert_error(response, 405, "method_not_allowed")
+        assert response.headers["allow"] == allowed
