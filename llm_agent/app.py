@@ -10,7 +10,7 @@ from loguru import logger
 
 from llm_agent import __version__
 from llm_agent.api import api_router
-from llm_agent.api.errors import install_error_handlers
+from llm_agent.api.errors import install_error_handlers, route_errors
 from llm_agent.errors import AgentError
 from llm_agent.generation import Generator
 from llm_agent.metrics import Metrics
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await provider.aclose()
 
     app = service_app(title="Stubichat LLM agent", version=__version__, lifespan=lifespan,
-                      settings=settings, metrics=metrics)
+                      settings=settings, metrics=metrics, route_errors=route_errors)
     install_error_handlers(app)
     app.include_router(api_router)
     return app

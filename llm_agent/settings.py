@@ -23,6 +23,8 @@ class Settings(ModelSettings):
     log_level: str = "INFO"
     log_json: bool = False
     max_request_bytes: int = Field(default=1_048_576, gt=0)
+    # Seconds a request body may take to arrive in full (408 request_timeout after).
+    request_body_timeout_seconds: float = Field(default=30.0, gt=0)
     llm_agent_token: str | None = None
 
     # Provider: "auto" picks openai when OPENAI_API_KEY is set, else echo.

@@ -15,7 +15,7 @@ from loguru import logger
 
 from main_backend import __version__
 from main_backend.api import api_router
-from main_backend.api.errors import install_error_handlers
+from main_backend.api.errors import install_error_handlers, route_errors
 from main_backend.auth import LOCAL_USER
 from main_backend.conversation.chat import ChatService
 from main_backend.conversation.checkpoints import open_checkpointer
@@ -101,7 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await db.dispose()
 
     app = service_app(title="Stubichat main backend", version=__version__,
-                      lifespan=lifespan, settings=settings, metrics=metrics)
+                      lifespan=lifespan, settings=settings, metrics=metrics,
+                      route_errors=route_errors)
     app.state.migration_head = migration_head()
     install_error_handlers(app)
     if settings.cors_origins:

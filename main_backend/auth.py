@@ -10,6 +10,8 @@ from main_backend.errors import DomainError
 
 LOCAL_USER = "local"
 CLOCK_LEEWAY_SECONDS = 30
+# NumericDate claims: PyJWT turns "1700000000" into a number, RFC 7519 does not.
+_TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
 class Unauthorized(DomainError):
@@ -41,6 +43,10 @@ def user_from_authorization(
         raise Unauthorized("the token has expired") from exc
     except jwt.PyJWTError as exc:
         raise Unauthorized("the token is not valid") from exc
+    for name in _TIME_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise Unauthorized(f"the token's '{name}' claim must be a number of seconds")
     subject = claims["sub"]
     if not isinstance(subject, str) or not subject or len(subject) > 255 or "\x00" in subject:
         raise Unauthorized("the token's subject is not a usable user id")

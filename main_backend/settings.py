@@ -51,6 +51,8 @@ class Settings(ModelSettings):
     # HTTP
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_request_bytes: int = Field(default=1_048_576, gt=0)
+    # Seconds a request body may take to arrive in full (408 request_timeout after).
+    request_body_timeout_seconds: float = Field(default=30.0, gt=0)
     # Limits of one chat request (the agent's MAX_MESSAGES bounds whole prompts).
     max_input_messages: int = Field(default=200, gt=0)
     max_message_chars: int = Field(default=100_000, gt=0)

@@ -10,10 +10,11 @@ so one odd event never makes a listing or a feed page fail.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from loguru import logger
+
+from stubichat_common.text import LONE_SURROGATE, text_problem
 
 # The limits table.
 # The largest integer any request may carry (query parameter or body field): every JSON
@@ -45,16 +46,6 @@ class ValueProblem(ValueError):
     @property
     def field(self) -> str:
         return ".".join(self.path)
-
-
-def text_problem(value: str) -> str | None:
-    """Why `value` cannot be stored as text, or None: NUL (Postgres refuses it) and lone
-    surrogates (not Unicode scalar values: no engine, no JSON encoder takes them)."""
-    if "\x00" in value:
-        return "must not contain NUL characters"
-    if _SURROGATE.search(value):
-        return "must be valid Unicode (no lone surrogates)"
-    return None
 
 
 def check_text(value: str, path: list[str]) -> str:
@@ -130,7 +121,6 @@ def _sanitised(value: Any, depth: int) -> Any:
 
 
 def _clean_text(value: str) -> str:
-    return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+    return LONE_SURROGATE.sub("\ufffd", value) if LONE_SURROGATE.search(value) else value
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")

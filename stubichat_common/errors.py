@@ -7,13 +7,50 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+# The one table of the codes the shared plumbing answers with (HTTP-level errors that
+# no route raises itself); the services' own codes live in their error mappings.
+HTTP_CODES: dict[int, str] = {
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. `invalid_request`")
+    message: str = Field(description="a sentence for humans")
+    request_id: str | None = Field(description="the X-Request-ID of this request")
+    details: list[dict[str, Any]] | None = Field(
+        default=None, description="per-field problems (`field`, `message`), or run details")
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error answer of both services."""
+
+    error: ErrorInfo
 
 
 class ErrorCounter(Protocol):
     def labels(self, code: str) -> Any: ...
+
+
+class RequestBodyError(Exception):
+    """A body refused before it is parsed into the route's model (media type, encoding,
+    JSON syntax); `code` is `HTTP_CODES[status]` unless given."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or HTTP_CODES[status]
+        self.message = message
 
 
 def error_body(
@@ -47,6 +84,8 @@ def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
         location = [str(part) for part in error.get("loc", ()) if part != "body"]
         # A check of a nested value (metadata) names where in it the problem is.
         location += [str(part) for part in (error.get("ctx") or {}).get("path", ())]
+        if error.get("type") == "json_invalid":
+            location = []  # FastAPI puts the character offset there; it is not a field
         details.append({
             "field": ".".join(location) or "body",
             "message": error.get("msg", "invalid value"),
@@ -55,8 +94,19 @@ def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return details
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method of every route at the request's path (Starlette names only those of
+    the first route that matches it)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE and route.methods:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def install_common_handlers(app: FastAPI, validation_code: str = "invalid_request") -> None:
-    """Request validation (422) and routing errors (404, 405) as envelopes."""
+    """Request validation (422), refused bodies, and routing errors (404, 405) as envelopes."""
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -69,8 +119,16 @@ def install_common_handlers(app: FastAPI, validation_code: str = "invalid_reques
             message = "invalid value for " + ", ".join(d["field"] for d in details)
         return error_response(request, 422, validation_code, message, details)
 
+    @app.exception_handler(RequestBodyError)
+    async def _body_error(request: Request, exc: RequestBodyError) -> JSONResponse:
+        details = [{"field": "body", "message": exc.message}] if exc.status == 422 else None
+        return error_response(request, exc.status, exc.code, exc.message, details)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
         return error_response(request, exc.status_code, code, str(exc.detail), None,
-                              dict(exc.headers) if exc.headers else None)
+                              headers or None)

@@ -11,6 +11,7 @@ from llm_agent.errors import Unauthorized
 from llm_agent.generation import Generator
 from llm_agent.metrics import Metrics
 from llm_agent.settings import Settings
+from stubichat_common.routing import auth_guard
 
 
 def get_settings(request: Request) -> Settings:
@@ -35,9 +36,10 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RequestIdDep = Annotated[str | None, Depends(get_request_id)]
 
 
-def require_token(request: Request, settings: SettingsDep) -> None:
+@auth_guard
+def require_token(request: Request) -> None:
     """Guard every non-public route when LLM_AGENT_TOKEN is set."""
-    expected = settings.llm_agent_token
+    expected = get_settings(request).llm_agent_token
     if not expected:
         return
     header = request.headers.get("authorization", "")

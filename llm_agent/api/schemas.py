@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from stubichat_common.text import checked_text
 
 Role = Literal["system", "user", "assistant"]
+# Every string the agent forwards upstream: no NUL, no lone surrogate.
+Text = Annotated[str, AfterValidator(checked_text)]
 
 
 class _Strict(BaseModel):
@@ -17,24 +21,18 @@ class _Strict(BaseModel):
 
 class ChatMessageIn(_Strict):
     role: Role
-    content: str = Field(min_length=1)
-
-    @field_validator("content")
-    @classmethod
-    def _no_nul(cls, value: str) -> str:
-        if "\x00" in value:
-            raise ValueError("content must not contain NUL bytes")
-        return value
+    content: Text = Field(min_length=1)
 
 
 class GenerateRequest(_Strict):
     messages: list[ChatMessageIn] = Field(min_length=1)
-    model: str | None = Field(default=None, min_length=1, max_length=200)
+    model: Text | None = Field(default=None, min_length=1, max_length=200)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
     top_p: float | None = Field(default=None, ge=0, le=1)
+    # Checked as a whole below: a union would report a problem at `stop.str`.
     stop: str | list[str] | None = None
-    user: str | None = Field(default=None, max_length=256)
+    user: Text | None = Field(default=None, max_length=256)
 
     @field_validator("stop")
     @classmethod
@@ -42,6 +40,8 @@ class GenerateRequest(_Strict):
         stops = [value] if isinstance(value, str) else value or []
         if len(stops) > 4 or any(not s for s in stops):
             raise ValueError("stop takes at most 4 non-empty strings")
+        for stop in stops:
+            checked_text(stop)
         return value
 
 

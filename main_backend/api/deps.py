@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
 from main_backend.auth import LOCAL_USER, check_admin, user_from_authorization
 from main_backend.conversation.chat import ChatService
@@ -15,6 +15,7 @@ from main_backend.events.store import EventStore
 from main_backend.llm_client import LLMAgentClient
 from main_backend.metrics import Metrics
 from main_backend.settings import Settings
+from stubichat_common.routing import auth_guard
 
 
 def _state(name: str):  # type: ignore[no-untyped-def]
@@ -27,21 +28,19 @@ def get_request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
-def current_user(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> str:
+@auth_guard
+def current_user(request: Request) -> str:
     settings: Settings = request.app.state.settings
     if settings.auth_mode == "none":
         return LOCAL_USER
     assert settings.secret_key is not None
-    return user_from_authorization(authorization, settings.secret_key,
+    return user_from_authorization(request.headers.get("authorization"), settings.secret_key,
                                    settings.jwt_audience, settings.jwt_issuer)
 
 
-def require_admin(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> None:
-    check_admin(authorization, request.app.state.settings.admin_token)
+@auth_guard
+def require_admin(request: Request) -> None:
+    check_admin(request.headers.get("authorization"), request.app.state.settings.admin_token)
 
 
 SettingsDep = Annotated[Settings, Depends(_state("settings"))]

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import RouteContext
 from loguru import logger
 
 from main_backend.auth import AdminDisabled, Unauthorized
@@ -72,6 +73,13 @@ def domain_error_response(request: Request, exc: DomainError) -> JSONResponse:
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     return error_response(request, status, code, str(exc), details, headers or None)
+
+
+def route_errors(route: RouteContext) -> dict[int, str]:
+    """For the OpenAPI schema: every route but the service ones reads the database."""
+    if "service" in route.tags:
+        return {}
+    return {503: "database_unavailable: the database did not answer; try again shortly"}
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -15,8 +15,8 @@ from main_backend.values import (
     METADATA_MAX_DEPTH,
     ValueProblem,
     check_json,
-    text_problem,
 )
+from stubichat_common.text import text_problem
 
 THREAD_CREATED = "thread.created"
 MESSAGE_ADDED = "message.added"

@@ -416,6 +416,15 @@ def test_nginx_limits_bodies_like_the_services() -> None:
     assert size_in_bytes(limit) == AgentSettings.model_fields["max_request_bytes"].default
 
 
+def test_nginx_bounds_slow_headers_and_bodies() -> None:
+    # uvicorn has no header deadline: the reverse proxy must have one.
+    body_deadline = BackendSettings.model_fields["request_body_timeout_seconds"].default
+    for name in ("client_header_timeout", "client_body_timeout"):
+        (value,) = directives(name)
+        assert 0 < seconds(value) <= body_deadline, name
+    assert directives("proxy_request_buffering") in ([], ["on"])
+
+
 def test_nginx_proxies_to_the_main_backend_through_docker_dns() -> None:
     variables = {name: value for name, value in
                  (d.split(None, 1) for d in directives("set"))}

@@ -15,9 +15,11 @@ from llm_agent.generation import StreamDone
 from llm_agent.metrics import Metrics
 from llm_agent.params import resolve_params
 from llm_agent.providers.base import Delta, Usage
+from stubichat_common.routing import JSONRoute
 from stubichat_common.sse import SSE_HEADERS, sse_event
 
-router = APIRouter(prefix="/generate", tags=["generate"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/generate", tags=["generate"], dependencies=[Depends(require_token)],
+                   route_class=JSONRoute)
 
 
 def _usage(usage: Usage | None) -> UsageOut | None:

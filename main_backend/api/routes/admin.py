@@ -29,6 +29,7 @@ from main_backend.api.schemas import (
 )
 from main_backend.conversation.admin import AdminService, Replay
 from main_backend.values import MAX_INTEGER, MAX_VERSION
+from stubichat_common.routing import JSONRoute
 
 _AUTH: dict[int | str, dict[str, Any]] = {
     401: {"description": "unauthorized: no or wrong 'Authorization: Bearer <ADMIN_TOKEN>'"},
@@ -43,7 +44,7 @@ _LLM_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)],
-                   responses=_AUTH)
+                   responses=_AUTH, route_class=JSONRoute)
 
 ThreadId = Annotated[Text, Path(min_length=1, max_length=64)]
 

@@ -21,9 +21,10 @@ from main_backend.errors import InvalidRequest
 from main_backend.metrics import Metrics
 from main_backend.settings import Settings
 from stubichat_common.errors import error_response
+from stubichat_common.routing import JSONRoute
 from stubichat_common.sse import PING, SSE_HEADERS, sse_event, with_keepalive
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], route_class=JSONRoute)
 
 # Every field is optional, so an empty body is `{}` (and says which field is missing).
 ChatBody = Annotated[ChatRequest, Body(default_factory=ChatRequest)]
@@ -38,6 +39,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         503: "llm_agent_unavailable, database_unavailable", 504: "llm_timeout",
     }.items()
 }
+_SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 
 
 def to_command(body: ChatRequest, user: str, settings: Settings,
@@ -70,7 +72,7 @@ async def _start(body: ChatRequest, user: str, chat: ChatDep, settings: Settings
     return await chat.start(command, key, digest)
 
 
-@router.post("/chat/", response_model=ChatResponse, responses=_ERRORS)
+@router.post("/chat/", response_model=ChatResponse, responses={**_SSE, **_ERRORS})
 async def chat_turn(
     request: Request, body: ChatBody, user: UserDep, chat: ChatDep, settings: SettingsDep,
     metrics: MetricsDep, request_id: RequestIdDep, idempotency_key: IdempotencyKey = None,
@@ -91,8 +93,8 @@ async def chat_turn(
     return _chat_response(ended)
 
 
-@router.post("/chat/stream", response_class=StreamingResponse, responses={
-    200: {"content": {"text/event-stream": {}}}, **_ERRORS})
+@router.post("/chat/stream", response_class=StreamingResponse,
+             responses={**_SSE, **_ERRORS})
 async def chat_stream(
     body: ChatBody, user: UserDep, chat: ChatDep, settings: SettingsDep, metrics: MetricsDep,
     request_id: RequestIdDep, idempotency_key: IdempotencyKey = None,

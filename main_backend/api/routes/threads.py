@@ -20,8 +20,9 @@ from main_backend.api.schemas import (
 )
 from main_backend.errors import InvalidRequest, NoActiveRun
 from main_backend.values import MAX_VERSION
+from stubichat_common.routing import JSONRoute
 
-router = APIRouter(prefix="/threads", tags=["threads"])
+router = APIRouter(prefix="/threads", tags=["threads"], route_class=JSONRoute)
 
 ThreadId = Annotated[Text, Path(min_length=1, max_length=64)]
 _NOT_FOUND = {404: {"description": "thread_not_found"}}

@@ -95,6 +95,11 @@ def test_lists_and_idempotency_keys_are_per_user(
     f"Bearer {token(sub='')}",
     "Bearer not.a.jwt",
     "Bearer " + jwt.encode({"sub": "alice", "exp": time.time() + 300}, None, algorithm="none"),
+    # PyJWT coerces numeric strings; a NumericDate is a JSON number.
+    f"Bearer {token(exp=str(int(time.time() + 300)))}",
+    f"Bearer {token(nbf=str(int(time.time() - 300)))}",
+    f"Bearer {token(iat=str(int(time.time())))}",
+    f"Bearer {token(iat=True)}",
 ])
 def test_missing_expired_and_forged_tokens_are_401(
     backend: httpx.Client, database_url: str, header: str | None
