@@ -7,6 +7,7 @@ import hmac
 import jwt
 
 from main_backend.errors import DomainError
+from stubichat_common.text import text_problem
 
 LOCAL_USER = "local"
 CLOCK_LEEWAY_SECONDS = 30
@@ -48,7 +49,8 @@ def user_from_authorization(
         if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise Unauthorized(f"the token's '{name}' claim must be a number of seconds")
     subject = claims["sub"]
-    if not isinstance(subject, str) or not subject or len(subject) > 255 or "\x00" in subject:
+    if (not isinstance(subject, str) or not subject or len(subject) > 255
+            or text_problem(subject) is not None):
         raise Unauthorized("the token's subject is not a usable user id")
     return subject
 

@@ -93,6 +93,9 @@ def test_lists_and_idempotency_keys_are_per_user(
     f"Bearer {token(key='another-secret-of-sufficient-length!!')}",
     f"Bearer {token(sub=None)}",
     f"Bearer {token(sub='')}",
+    # A subject that could never be stored as an owner (Postgres refuses NUL in text).
+    "Bearer " + token(sub="al\x00ice"),
+    "Bearer " + token(sub="al\ud800ice"),
     "Bearer not.a.jwt",
     "Bearer " + jwt.encode({"sub": "alice", "exp": time.time() + 300}, None, algorithm="none"),
     # PyJWT coerces numeric strings; a NumericDate is a JSON number.
