@@ -106,9 +106,9 @@ class Backends:
         self.log_dir = log_dir
         self.started: list[ServiceProcess] = []
 
-    def start(self, **env: str) -> ServiceProcess:
+    def start(self, app: str = "main_backend.main:app", **env: str) -> ServiceProcess:
         log = self.log_dir / f"backend-{len(self.started) + 1}.log"
-        backend = ServiceProcess("main_backend.main:app", {**self.env, **env}, log)
+        backend = ServiceProcess(app, {**self.env, **env}, log)
         self.started.append(backend)
         wait_healthy(backend)
         return backend
