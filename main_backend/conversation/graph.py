@@ -26,6 +26,7 @@ from loguru import logger
 from main_backend.conversation.ids import (
     answer_message_event_id,
     answer_message_id,
+    run_started_id,
     terminal_event_id,
 )
 from main_backend.conversation.prompt import prompt_at, prompt_between
@@ -110,7 +111,13 @@ def build_turn_graph(
 
     async def record_input(state: TurnState, runtime: Runtime[TurnContext]) -> TurnState:
         plan = runtime.context.plan
-        assert plan is not None, "a new run needs its plan"
+        if plan is None:
+            # A take-over of a run whose first driver died after this node's append but
+            # before LangGraph saved its writes: the input is in the log, read it back.
+            started = await store.get_event(run_started_id(state["run_id"]))
+            if started is None:
+                raise LookupError(f"run {state['run_id']} has no run.started event")
+            return recorded_input(started)
         result = await store.append(plan.thread_id, plan.events, plan.expected_version)
         messages = [message_from_event(e) for e in result.events if e.type == MESSAGE_ADDED]
         get_stream_writer()(RunStarted(plan.thread_id, plan.run_id, result.version, messages))
@@ -157,6 +164,12 @@ def build_turn_graph(
     graph.add_edge("call_llm", "record_outcome")
     graph.add_edge("record_outcome", END)
     return graph.compile(checkpointer=checkpointer)
+
+
+def recorded_input(started: StoredEvent) -> TurnState:
+    """What `record_input` returned, from the run's stored `run.started` event."""
+    return {"recorded": True, "model": started.data["model"], "params": started.data["params"],
+            "prompt_version": started.data["prompt_version"]}
 
 
 async def _generate(

@@ -204,3 +204,30 @@ class RunLeases:
         async with self.db.engine.connect() as conn:
             rows = await conn.execute(query)
             return [OrphanRun(row.thread_id, row.active_run_id) for row in rows]
+
+    async def stale(self, limit: int = 50) -> list[OrphanRun]:
+        """Leases expired a lease time ago whose run is not active: its replica died
+        before the run's input was recorded, or after its end was. The extra lease
+        time spares a replica that is merely late renewing and about to record it."""
+        query = (
+            sa.select(run_leases.c.thread_id, run_leases.c.run_id)
+            .where(run_leases.c.expires_at <= _now() - self.ttl, ~_is_active())
+            .limit(limit)
+        )
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(query)
+            return [OrphanRun(row.thread_id, row.run_id) for row in rows]
+
+    async def release_stale(self, run_id: str) -> None:
+        """Release a lease `stale` found, unless it has been renewed or its run started since."""
+        async with self.db.writer.begin() as conn:
+            await conn.execute(
+                run_leases.delete().where(run_leases.c.run_id == run_id,
+                                          run_leases.c.expires_at <= _now() - self.ttl,
+                                          ~_is_active())
+            )
+
+
+def _is_active() -> sa.Exists:
+    """The lease's run is the active run of a thread (per the read model)."""
+    return sa.exists().where(threads.c.active_run_id == run_leases.c.run_id)

@@ -4,7 +4,8 @@ A run belongs to no HTTP request: a client that disconnects only stops
 listening. This replica renews the leases of the runs it drives, passes
 cancel requests to them, and takes over runs whose replica stopped renewing
 (crash-resume): from the run's checkpoint when it has one, else from its
-`run.started` event. A run that cannot be resumed is closed as `interrupted`.
+`run.started` event. A run that cannot be resumed is closed as `interrupted`;
+one whose input was never recorded is forgotten, with nothing appended.
 
 A run that fails here after its input was recorded (the database stopped
 answering mid-run) is handed over at once rather than when its lease would
@@ -32,6 +33,7 @@ from main_backend.conversation.graph import (
     TurnContext,
     TurnState,
     append_outcome,
+    recorded_input,
 )
 from main_backend.conversation.ids import run_started_id
 from main_backend.conversation.leases import OrphanRun, RunLeases
@@ -165,7 +167,9 @@ class TurnRunner:
                 await self._stream(handle, state, config, context)
         except Exception as exc:
             error = exc
-            if handle.started is not None:
+            # A new run's refused input (busy, conflict…) is its caller's to report;
+            # anything else, and every failure of a resumed run, is logged here.
+            if handle.started is not None or context.plan is None:
                 logger.exception("run {} failed before its outcome was recorded; it will be "
                                  "resumed", handle.run_id)
         finally:
@@ -189,10 +193,15 @@ class TurnRunner:
 
     async def _cleanup(self, handle: RunHandle) -> None:
         try:
-            await self.leases.release(handle.run_id)
-            await prune_thread(self.checkpointer, checkpoint_key(handle.thread_id, handle.run_id))
+            await self._forget(handle.thread_id, handle.run_id)
         except Exception:
             logger.exception("could not clean up after run {}", handle.run_id)
+
+    async def _forget(self, thread_id: str, run_id: str) -> None:
+        """Drop a finished run's checkpoints, then its lease: the lease goes last, so
+        a crash in between leaves it to mark the checkpoints for `collect_stale`."""
+        await prune_thread(self.checkpointer, checkpoint_key(thread_id, run_id))
+        await self.leases.release(run_id)
 
     def request_local_cancel(self, run_id: str) -> bool:
         handle = self.local.get(run_id)
@@ -241,6 +250,7 @@ class TurnRunner:
             try:
                 await self._hand_over_abandoned()
                 await self.resume_orphans()
+                await self.collect_stale()
             except Exception as exc:
                 failed = True
                 if is_database_unavailable(exc):
@@ -278,25 +288,43 @@ class TurnRunner:
                 raise
         return resumed
 
+    async def collect_stale(self) -> int:
+        """Forget the runs whose replica died before their input was recorded (nothing
+        to resume, nothing to append) or after their end was (nothing left to do)."""
+        stale = await self.leases.stale()
+        for run in stale:
+            if run.run_id in self.local:
+                continue
+            logger.warning("forgetting run {} of thread {}: its replica stopped before it "
+                           "started or after it ended", run.run_id, run.thread_id)
+            await prune_thread(self.checkpointer, checkpoint_key(run.thread_id, run.run_id))
+            await self.leases.release_stale(run.run_id)
+        return len(stale)
+
     async def _resume(self, orphan: OrphanRun, resumes: int) -> None:
         thread_id, run_id = orphan.thread_id, orphan.run_id
         logger.warning("resuming run {} of thread {} (take-over {})", run_id, thread_id, resumes)
         started = await self.store.get_event(run_started_id(run_id))
-        if resumes > self.max_resumes or started is None:
+        if started is None:
+            # Its input was never recorded (the thread names it active only from its
+            # run.started on): there is no run to end, and nothing may be appended.
+            await self._forget(thread_id, run_id)
+            return
+        if resumes > self.max_resumes:
             await self._close_interrupted(thread_id, run_id)
             return
         config: Any = {"configurable": {"thread_id": checkpoint_key(thread_id, run_id)}}
         snapshot = await self.graph.aget_state(config)
         state: TurnState | None
-        if snapshot.next and snapshot.values.get("run_id") == run_id:
+        # `tasks`, not `next`: a step whose writes were saved before its checkpoint is
+        # left out of `next` but still pending; continuing applies its writes.
+        if snapshot.tasks and snapshot.values.get("run_id") == run_id:
             state = None  # continue from the checkpoint
         else:
             state = {
-                "thread_id": thread_id, "run_id": run_id, "recorded": True,
-                "model": started.data["model"], "params": started.data["params"],
-                "prompt_version": started.data["prompt_version"],
+                "thread_id": thread_id, "run_id": run_id,
                 "request_id": started.metadata.get("request_id"),
-                "user": started.metadata.get("user"),
+                "user": started.metadata.get("user"), **recorded_input(started),
             }
         handle = self._launch(thread_id, run_id, state, TurnContext())
         if await self.leases.is_cancel_requested(run_id):
@@ -310,5 +338,4 @@ class TurnRunner:
                       "message": "the run was interrupted and could not be resumed"},
         }}
         await append_outcome(self.store, state)
-        await self.leases.release(run_id)
-        await prune_thread(self.checkpointer, checkpoint_key(thread_id, run_id))
+        await self._forget(thread_id, run_id)

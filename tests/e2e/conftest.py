@@ -3,8 +3,9 @@
 - `fake_upstream`: the wire-level fake OpenAI server as its own process (module-wide),
   scripted over HTTP; `upstream` is the same, reset before each test.
 - `llm_agent_url`: `uvicorn llm_agent.main:app` in front of it (module-wide; stateless).
-- `backends`: starts `uvicorn main_backend.main:app` processes on the test's database and
-  stops every one of them at teardown.
+- `backends`: starts `uvicorn main_backend.main:app` processes (or another app path, such
+  as `tests.support.crashing_backend:app`) on the test's database and stops every one of
+  them at teardown.
 """
 
 from __future__ import annotations
@@ -106,9 +107,9 @@ class Backends:
         self.log_dir = log_dir
         self.started: list[ServiceProcess] = []
 
-    def start(self, **env: str) -> ServiceProcess:
+    def start(self, app: str = "main_backend.main:app", **env: str) -> ServiceProcess:
         log = self.log_dir / f"backend-{len(self.started) + 1}.log"
-        backend = ServiceProcess("main_backend.main:app", {**self.env, **env}, log)
+        backend = ServiceProcess(app, {**self.env, **env}, log)
         self.started.append(backend)
         wait_healthy(backend)
         return backend

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from loguru import logger
+
 from main_backend.conversation.ids import run_started_id
 from main_backend.db import create_database
 from main_backend.events.store import EventStore
@@ -16,7 +18,7 @@ from tests.support.sse import parse_sse
 RUN_ID = "6f1c1d52-6a34-4c5e-9b8e-3f0f4f1f2a10"
 
 
-def orphan_run(database_url: str) -> str:
+def orphan_run(database_url: str, params: dict[str, object] | None = None) -> str:
     """A thread whose run started on a replica that died before writing anything else."""
 
     async def write() -> None:
@@ -25,7 +27,8 @@ def orphan_run(database_url: str) -> str:
             await EventStore(db).append("orphaned", [
                 thread_created(owner="local"), message_added("Are you still there?"),
                 NewEvent(RUN_STARTED, {"run_id": RUN_ID, "model": "gpt-4o-mini",
-                                       "params": {"temperature": 0.5, "max_tokens": None},
+                                       "params": params or {"temperature": 0.5,
+                                                            "max_tokens": None},
                                        "prompt_version": 2}, {"user": "local"},
                          run_started_id(RUN_ID)),
             ], 0)
@@ -62,6 +65,24 @@ def test_a_run_that_cannot_be_resumed_is_closed_as_interrupted(
     # The question stays, unanswered: an empty retry answers it.
     retried = backend.post("/chat/", json={"thread_id": thread_id, "messages": []})
     assert retried.status_code == 200
+
+
+def test_every_failure_of_a_resumed_run_is_logged(
+    start_backend: StartBackend, upstream: FakeOpenAI, database_url: str
+) -> None:
+    # Parameters the graph cannot use: each take-over fails in call_llm, before any
+    # outcome, and is retried until the run is closed as interrupted.
+    thread_id = orphan_run(database_url, params={"max_tokens": None})
+    backend = start_backend(run_lease_seconds=0.5, run_max_resumes=1)
+    failures: list[str] = []
+    sink = logger.add(lambda m: failures.append(m) if "failed before its outcome" in m else None)
+    try:
+        thread = wait_idle(backend, thread_id)
+    finally:
+        logger.remove(sink)
+    assert thread["version"] == 4  # closed as interrupted, after the failed take-over
+    assert failures, "the resumed run's failure was not logged"
+    assert RUN_ID in failures[0] and "KeyError: 'temperature'" in failures[0]
 
 
 def test_cancel_reaches_the_run_on_another_replica(
