@@ -11,7 +11,7 @@ valid against its schema and of a documented content type.
 The run is reproducible: a fixed seed, one worker, no example database and no
 schemathesis cache, so the same seed and example count generate the same cases.
 Environment knobs (for a longer local run, or to reproduce another seed):
-  STUBICHAT_FUZZ_EXAMPLES  examples per operation and phase (default 25)
+  STUBICHAT_FUZZ_EXAMPLES  generated examples per operation (default 25)
   STUBICHAT_FUZZ_SEED      the seed (default 20261125)
 
 The schemathesis CLI runs as a subprocess rather than through its pytest integration:
@@ -96,9 +96,16 @@ def write_config(path: Path, bearer: str, admin_bearer: str | None = None) -> Pa
         "continue-on-failure = true",  # every distinct failure, not only an operation's first
         "[cache]",
         "enabled = false",  # state carried across runs would change the cases
+        # The tokens are throwaway test secrets: print them, so the curl commands in the
+        # report run as they are against a backend started with the same SECRET_KEY.
+        "[output.sanitization]",
+        "enabled = false",
         "[generation]",
         f"max-examples = {MAX_EXAMPLES}",
         'database = "none"',
+        # Sent on every request, replacing the generated values of the schema's
+        # `authorization` header parameter: the issue asks for a run with a valid token, so
+        # missing or invalid credentials (401) are not exercised here.
         "[headers]",
         f"Authorization = {_toml('Bearer ' + bearer)}",
     ]
