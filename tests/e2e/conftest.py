@@ -82,14 +82,18 @@ def upstream(fake_upstream: FakeUpstream) -> FakeUpstream:
     return fake_upstream
 
 
+def agent_env(fake_upstream: FakeUpstream) -> dict[str, str]:
+    """An llm_agent on the openai provider, in front of the fake upstream, retrying fast."""
+    return {"LLM_PROVIDER": "openai", "OPENAI_API_KEY": "sk-e2e",
+            "OPENAI_BASE_URL": fake_upstream.url, "RETRY_BASE_DELAY": "0.01",
+            "RETRY_MAX_DELAY": "0.02"}
+
+
 @pytest.fixture(scope="module")
 def llm_agent_url(
     fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    env = {"LLM_PROVIDER": "openai", "OPENAI_API_KEY": "sk-e2e",
-           "OPENAI_BASE_URL": fake_upstream.url, "RETRY_BASE_DELAY": "0.01",
-           "RETRY_MAX_DELAY": "0.02"}
-    agent = ServiceProcess("llm_agent.main:app", env,
+    agent = ServiceProcess("llm_agent.main:app", agent_env(fake_upstream),
                            tmp_path_factory.mktemp("llm-agent") / "agent.log")
     try:
         agent.wait_ready("/health")
