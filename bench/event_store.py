@@ -33,14 +33,31 @@ SAMPLES = 50
 
 def message(i: int) -> NewEvent:
     role = "user" if i % 2 else "assistant"
-    return NewEvent(MESSAGE_ADDED, {"message_id": str(uuid.uuid4()), "role": role,
-                                    "content": f"message {i} " + "lorem ipsum " * 20,
-                                    "run_id": None, "partial": False})
+    return NewEvent(
+        MESSAGE_ADDED,
+        {
+            "message_id": str(uuid.uuid4()),
+            "role": role,
+            "content": f"message {i} " + "lorem ipsum " * 20,
+            "run_id": None,
+            "partial": False,
+        },
+    )
 
 
 async def grow(store: EventStore, thread_id: str, size: int) -> int:
-    version = (await store.append(thread_id, [NewEvent(THREAD_CREATED, {
-        "owner": "bench", "title": None, "metadata": {}, "forked_from": None})], 0)).version
+    version = (
+        await store.append(
+            thread_id,
+            [
+                NewEvent(
+                    THREAD_CREATED,
+                    {"owner": "bench", "title": None, "metadata": {}, "forked_from": None},
+                )
+            ],
+            0,
+        )
+    ).version
     while version < size:
         batch = [message(version + i) for i in range(min(500, size - version))]
         version = (await store.append(thread_id, batch, version)).version
@@ -68,8 +85,10 @@ async def measure(database_url: str, label: str) -> None:
                     if len(newest) == 20:
                         break
                 reads.append(time.perf_counter() - started)
-            print(f"{size:>8} {statistics.median(appends) * 1000:>13.2f} "
-                  f"{statistics.median(reads) * 1000:>15.2f}")
+            print(
+                f"{size:>8} {statistics.median(appends) * 1000:>13.2f} "
+                f"{statistics.median(reads) * 1000:>15.2f}"
+            )
     finally:
         await db.dispose()
 

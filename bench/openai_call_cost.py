@@ -27,11 +27,18 @@ from llm_agent.settings import Settings  # noqa: E402
 
 
 def prompt(size: int) -> list[dict[str, str]]:
-    turns = [{"role": "user" if i % 2 == 0 else "assistant",
-              "content": f"Message {i}: " + "a fairly ordinary sentence of chat text. " * 4}
-             for i in range(size - 1)]
-    return [{"role": "system", "content": "You are a helpful assistant."}, *turns,
-            {"role": "user", "content": "And now?"}][-size:]
+    turns = [
+        {
+            "role": "user" if i % 2 == 0 else "assistant",
+            "content": f"Message {i}: " + "a fairly ordinary sentence of chat text. " * 4,
+        }
+        for i in range(size - 1)
+    ]
+    return [
+        {"role": "system", "content": "You are a helpful assistant."},
+        *turns,
+        {"role": "user", "content": "And now?"},
+    ][-size:]
 
 
 async def cpu_ms_per_call(call: Callable[[], Awaitable[object]], calls: int) -> float:
@@ -45,11 +52,13 @@ async def cpu_ms_per_call(call: Callable[[], Awaitable[object]], calls: int) -> 
 
 async def main(calls: int) -> None:
     fake = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is measured[sys.executable, "-m", "tests.fakes.openai_server"], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, text=True
+    )
     assert fake.stdout is not None
     base_url = fake.stdout.readline().strip().removeprefix("FAKE_OPENAI_URL=")
-    settings = Settings(_env_file=None, llm_provider="openai", openai_api_key="sk-bench",
-                        openai_base_url=base_url)
+    settings = Settings(
+        _env_file=None, llm_provider="openai", openai_api_key="sk-bench", openai_base_url=base_url
+    )
     provider = OpenAIProvider(settings)
     sdk = AsyncOpenAI(api_key="sk-bench", base_url=base_url, max_retries=0)
     raw = httpx2.AsyncClient(base_url=base_url, headers={"Authorization": "Bearer sk-bench"})
@@ -57,8 +66,9 @@ async def main(calls: int) -> None:
         header = f"{'messages':>8} {'provider':>10} {'sdk create()':>13} {'raw http':>9}"
         print(header + "  (CPU ms per call)")
         for size in (1, 100, 400, 1000):
-            params = GenerationParams(messages=prompt(size), model="gpt-4o-mini",
-                                      temperature=0.7, max_tokens=256)
+            params = GenerationParams(
+                messages=prompt(size), model="gpt-4o-mini", temperature=0.7, max_tokens=256
+            )
             body = OpenAIProvider.request_body(params, stream=False)
 
             async def ours(params: GenerationParams = params) -> object:
@@ -66,8 +76,11 @@ async def main(calls: int) -> None:
 
             async def typed(params: GenerationParams = params) -> object:
                 return await sdk.chat.completions.create(
-                    model=params.model, messages=params.messages,  # type: ignore[arg-type]
-                    temperature=params.temperature, max_tokens=params.max_tokens)
+                    model=params.model,
+                    messages=params.messages,  # type: ignore[arg-type]
+                    temperature=params.temperature,
+                    max_tokens=params.max_tokens,
+                )
 
             async def plain(body: dict[str, object] = body) -> object:
                 return (await raw.post("/chat/completions", json=body)).json()

@@ -33,8 +33,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         provider = build_provider(settings, on_retry=count_retry)
         app.state.generator = Generator(provider, metrics)
         health = provider.health()
-        logger.info("llm-agent {} ready: provider={} default_model={} {}", __version__,
-                    provider.name, settings.default_model, health.detail)
+        logger.info(
+            "llm-agent {} ready: provider={} default_model={} {}",
+            __version__,
+            provider.name,
+            settings.default_model,
+            health.detail,
+        )
         if not health.usable:
             logger.error("the {} provider is not usable: {}", provider.name, health.detail)
         try:
@@ -42,8 +47,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await provider.aclose()
 
-    app = service_app(title="Stubichat LLM agent", version=__version__, lifespan=lifespan,
-                      settings=settings, metrics=metrics, route_errors=route_errors)
+    app = service_app(
+        title="Stubichat LLM agent",
+        version=__version__,
+        lifespan=lifespan,
+        settings=settings,
+        metrics=metrics,
+        route_errors=route_errors,
+    )
     install_error_handlers(app)
     app.include_router(api_router)
     return app

@@ -56,10 +56,20 @@ class Generator:
             raise
         elapsed = time.perf_counter() - started
         self._record(params.model, "ok", elapsed, completion.usage)
-        logger.info("generated {} chars with {} in {:.0f} ms ({})", len(completion.content),
-                    completion.model, elapsed * 1000, completion.finish_reason)
-        return Generated(completion.content, completion.model, completion.finish_reason,
-                         completion.usage, _ms(elapsed))
+        logger.info(
+            "generated {} chars with {} in {:.0f} ms ({})",
+            len(completion.content),
+            completion.model,
+            elapsed * 1000,
+            completion.finish_reason,
+        )
+        return Generated(
+            completion.content,
+            completion.model,
+            completion.finish_reason,
+            completion.usage,
+            _ms(elapsed),
+        )
 
     async def stream(self, params: GenerationParams) -> AsyncIterator[Delta | StreamDone]:
         """Deltas, then one `StreamDone`; an `AgentError` ends it otherwise."""
@@ -79,8 +89,13 @@ class Generator:
                 elapsed = time.perf_counter() - started
                 self._record(params.model, "ok", elapsed, item.usage)
                 ttft = None if first_token_at is None else _ms(first_token_at - started)
-                logger.info("streamed {} in {:.0f} ms (ttft {} ms, {})", item.model,
-                            elapsed * 1000, ttft, item.finish_reason)
+                logger.info(
+                    "streamed {} in {:.0f} ms (ttft {} ms, {})",
+                    item.model,
+                    elapsed * 1000,
+                    ttft,
+                    item.finish_reason,
+                )
                 yield StreamDone(item.finish_reason, item.model, item.usage, _ms(elapsed), ttft)
         except AgentError as error:
             self._record(params.model, error.code, time.perf_counter() - started, None)

@@ -20,16 +20,20 @@ def resolve_params(
         for field, message in settings.parameter_problems(model, request.max_tokens)
     ]
     if len(request.messages) > settings.max_messages:
-        problems.append({
-            "field": "messages",
-            "message": f"at most {settings.max_messages} messages are accepted",
-        })
+        problems.append(
+            {
+                "field": "messages",
+                "message": f"at most {settings.max_messages} messages are accepted",
+            }
+        )
     for index, message in enumerate(request.messages):
         if len(message.content) > settings.max_content_chars:
-            problems.append({
-                "field": f"messages.{index}.content",
-                "message": f"content must be at most {settings.max_content_chars} characters",
-            })
+            problems.append(
+                {
+                    "field": f"messages.{index}.content",
+                    "message": f"content must be at most {settings.max_content_chars} characters",
+                }
+            )
     if problems:
         fields = ", ".join(p["field"] for p in problems)
         raise InvalidRequest(f"invalid value for {fields}", details=problems)

@@ -50,8 +50,9 @@ class Settings(ModelSettings):
     # A Retry-After longer than this is not waited out: the caller gets the 429.
     retry_after_max: float = Field(default=30.0, ge=0)
 
-    @field_validator("openai_api_key", "openai_base_url", "openai_organization",
-                     "llm_agent_token", mode="before")
+    @field_validator(
+        "openai_api_key", "openai_base_url", "openai_organization", "llm_agent_token", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -71,10 +72,15 @@ class Settings(ModelSettings):
 
     def startup_problems(self) -> list[str]:
         """What makes this configuration unfit to serve (checked by the entry point)."""
-        if (self.provider_name == "openai" and not self.openai_api_key
-                and self.effective_base_url.rstrip("/") == OPENAI_DEFAULT_BASE_URL):
-            return ["LLM_PROVIDER=openai against OpenAI's own endpoint needs OPENAI_API_KEY "
-                    "(set OPENAI_BASE_URL for a local OpenAI-compatible server)"]
+        if (
+            self.provider_name == "openai"
+            and not self.openai_api_key
+            and self.effective_base_url.rstrip("/") == OPENAI_DEFAULT_BASE_URL
+        ):
+            return [
+                "LLM_PROVIDER=openai against OpenAI's own endpoint needs OPENAI_API_KEY "
+                "(set OPENAI_BASE_URL for a local OpenAI-compatible server)"
+            ]
         return []
 
     @property

@@ -48,33 +48,49 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        timeouts = DatabaseTimeouts(settings.database_connect_timeout,
-                                    settings.database_statement_timeout)
-        db = create_database(settings.database_url, pool_size=settings.database_pool_size,
-                             pool_timeout=settings.database_pool_timeout,
-                             sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-                             timeouts=timeouts)
-        llm = LLMAgentClient(settings.llm_agent_url, settings.llm_agent_timeout,
-                             settings.llm_agent_token,
-                             max_connections=settings.llm_agent_max_connections,
-                             pool_timeout=settings.llm_agent_pool_timeout)
-        store = EventStore(db, on_append=metrics.event_appends.inc,
-                           on_conflict=metrics.version_conflicts.inc)
-        leases = RunLeases(db, settings.replica_id, settings.run_lease_seconds,
-                           settings.max_active_runs_per_user)
+        timeouts = DatabaseTimeouts(
+            settings.database_connect_timeout, settings.database_statement_timeout
+        )
+        db = create_database(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            pool_timeout=settings.database_pool_timeout,
+            sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+            timeouts=timeouts,
+        )
+        llm = LLMAgentClient(
+            settings.llm_agent_url,
+            settings.llm_agent_timeout,
+            settings.llm_agent_token,
+            max_connections=settings.llm_agent_max_connections,
+            pool_timeout=settings.llm_agent_pool_timeout,
+        )
+        store = EventStore(
+            db, on_append=metrics.event_appends.inc, on_conflict=metrics.version_conflicts.inc
+        )
+        leases = RunLeases(
+            db, settings.replica_id, settings.run_lease_seconds, settings.max_active_runs_per_user
+        )
         try:
             async with open_checkpointer(
-                settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+                settings.database_url,
+                sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
                 timeouts=timeouts,
             ) as checkpointer:
                 graph = build_turn_graph(
                     TurnDeps(store, llm, settings.system_prompt, settings.max_context_tokens),
-                    checkpointer)
+                    checkpointer,
+                )
                 runner = TurnRunner(
-                    graph, checkpointer, store, leases, poll_seconds=settings.run_poll_seconds,
+                    graph,
+                    checkpointer,
+                    store,
+                    leases,
+                    poll_seconds=settings.run_poll_seconds,
                     sweep_seconds=max(0.2, settings.run_lease_seconds / 2),
                     max_resumes=settings.run_max_resumes,
-                    on_end=metrics.run_ended)
+                    on_end=metrics.run_ended,
+                )
                 app.state.db, app.state.llm, app.state.leases = db, llm, leases
                 app.state.health = health = HealthChecks(db, llm, app.state.migration_head)
                 app.state.store = store
@@ -85,11 +101,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 runner.start_background()
                 purging = asyncio.create_task(keys.purge_periodically(), name="key purge")
                 if settings.auth_mode == "none":
-                    logger.warning("AUTH_MODE=none: every request acts as user '{}'; use "
-                                   "AUTH_MODE=jwt outside development", LOCAL_USER)
-                logger.info("main-backend {} ready: database={} llm_agent={} replica={}",
-                            __version__, db.dialect, settings.llm_agent_url,
-                            settings.replica_id)
+                    logger.warning(
+                        "AUTH_MODE=none: every request acts as user '{}'; use "
+                        "AUTH_MODE=jwt outside development",
+                        LOCAL_USER,
+                    )
+                logger.info(
+                    "main-backend {} ready: database={} llm_agent={} replica={}",
+                    __version__,
+                    db.dialect,
+                    settings.llm_agent_url,
+                    settings.replica_id,
+                )
                 try:
                     yield
                 finally:
@@ -100,15 +123,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await llm.aclose()
             await db.dispose()
 
-    app = service_app(title="Stubichat main backend", version=__version__,
-                      lifespan=lifespan, settings=settings, metrics=metrics,
-                      route_errors=route_errors)
+    app = service_app(
+        title="Stubichat main backend",
+        version=__version__,
+        lifespan=lifespan,
+        settings=settings,
+        metrics=metrics,
+        route_errors=route_errors,
+    )
     app.state.migration_head = migration_head()
     install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
-            allow_headers=["*"], expose_headers=["X-Request-ID"],
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
             allow_credentials="*" not in settings.cors_origins,
         )
     app.include_router(api_router)

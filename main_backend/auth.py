@@ -30,16 +30,24 @@ def bearer_token(header: str | None) -> str | None:
 
 
 def user_from_authorization(
-    header: str | None, secret_key: str, audience: str | None = None,
+    header: str | None,
+    secret_key: str,
+    audience: str | None = None,
     issuer: str | None = None,
 ) -> str:
     token = bearer_token(header)
     if token is None:
         raise Unauthorized("an 'Authorization: Bearer <token>' header is required")
     try:
-        claims = jwt.decode(token, secret_key, algorithms=["HS256"], audience=audience,
-                            issuer=issuer, leeway=CLOCK_LEEWAY_SECONDS,
-                            options={"require": ["exp", "sub"]})
+        claims = jwt.decode(
+            token,
+            secret_key,
+            algorithms=["HS256"],
+            audience=audience,
+            issuer=issuer,
+            leeway=CLOCK_LEEWAY_SECONDS,
+            options={"require": ["exp", "sub"]},
+        )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("the token has expired") from exc
     except jwt.PyJWTError as exc:
@@ -49,8 +57,12 @@ def user_from_authorization(
         if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise Unauthorized(f"the token's '{name}' claim must be a number of seconds")
     subject = claims["sub"]
-    if (not isinstance(subject, str) or not subject or len(subject) > 255
-            or text_problem(subject) is not None):
+    if (
+        not isinstance(subject, str)
+        or not subject
+        or len(subject) > 255
+        or text_problem(subject) is not None
+    ):
         raise Unauthorized("the token's subject is not a usable user id")
     return subject
 

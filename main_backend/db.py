@@ -33,13 +33,17 @@ from main_backend.pg_connection import DatabaseTimeouts, bounded_connection_clas
 # psycopg.OperationalError covers psycopg_pool.PoolTimeout and DatabaseUnresponsive;
 # sqlite3.OperationalError is "database is locked" past the busy timeout.
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
-    OperationalError, InterfaceError, PoolTimeout, psycopg.OperationalError,
+    OperationalError,
+    InterfaceError,
+    PoolTimeout,
+    psycopg.OperationalError,
     sqlite3.OperationalError,
 )
 
 
 def is_database_unavailable(exc: BaseException | None) -> bool:
     return isinstance(exc, DATABASE_UNAVAILABLE)
+
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -107,8 +111,13 @@ def create_database(
     if timeouts is not None:
         connect_args["async_creator_fn"] = bounded_connection_class(timeouts).connect
     engine = create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout,
-        pool_pre_ping=True, echo=echo, connect_args=connect_args,
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=pool_timeout,
+        pool_pre_ping=True,
+        echo=echo,
+        connect_args=connect_args,
     )
     return Database(engine=engine, writer=engine)
 
@@ -117,7 +126,10 @@ def _sqlite(url: URL, busy_timeout_ms: int, echo: bool) -> Database:
     assert url.database is not None
     Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(
-        url, echo=echo, connect_args={"timeout": busy_timeout_ms / 1000}, pool_size=5,
+        url,
+        echo=echo,
+        connect_args={"timeout": busy_timeout_ms / 1000},
+        pool_size=5,
         max_overflow=10,
     )
 

@@ -22,9 +22,7 @@ class VersionConflict(DomainError):
     """The thread is not at the version the writer expected; nothing was written."""
 
     def __init__(self, thread_id: str, expected: int, actual: int) -> None:
-        super().__init__(
-            f"thread {thread_id} is at version {actual}, not the expected {expected}"
-        )
+        super().__init__(f"thread {thread_id} is at version {actual}, not the expected {expected}")
         self.thread_id = thread_id
         self.expected = expected
         self.actual = actual
@@ -79,7 +77,9 @@ class TooManyActiveRuns(DomainError):
 
     def __init__(self, limit: int, retry_after: float) -> None:
         answers = "answer" if limit == 1 else "answers"
-        super().__init__(f"you already have {limit} {answers} in progress, the most allowed "
-                         "at once; send this message again when one of them has finished")
+        super().__init__(
+            f"you already have {limit} {answers} in progress, the most allowed "
+            "at once; send this message again when one of them has finished"
+        )
         self.limit = limit
         self.retry_after = retry_after

@@ -40,16 +40,27 @@ AGENT_CODES: dict[str, tuple[tuple[int, str], bool]] = {
 # An error without a known code (a proxy's page, a newer agent) maps by status;
 # anything else, including other 5xx, means the agent is unavailable.
 AGENT_STATUSES: dict[int, str] = {
-    429: "upstream_rate_limited", 504: "upstream_timeout", 400: "invalid_request",
-    413: "payload_too_large", 422: "invalid_request", 401: "unauthorized",
+    429: "upstream_rate_limited",
+    504: "upstream_timeout",
+    400: "invalid_request",
+    413: "payload_too_large",
+    422: "invalid_request",
+    401: "unauthorized",
 }
 
 
 class LLMError(Exception):
     """A failed LLM call, as the main backend's API reports it (`code`, `status_code`)."""
 
-    def __init__(self, code: str, status_code: int, message: str, *, retryable: bool,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        status_code: int,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code, self.status_code, self.message = code, status_code, message
         self.retryable, self.retry_after = retryable, retry_after
@@ -76,8 +87,12 @@ def _error(
 
 
 def agent_error(
-    agent_code: str | None, status: int | None, message: str, *,
-    retryable: bool | None = None, retry_after: float | None = None,
+    agent_code: str | None,
+    status: int | None,
+    message: str,
+    *,
+    retryable: bool | None = None,
+    retry_after: float | None = None,
 ) -> LLMError:
     """Map an error the agent reported (by its code, else by HTTP status) to ours."""
     code = agent_code if agent_code in AGENT_CODES else AGENT_STATUSES.get(status or 0, "")
@@ -85,8 +100,12 @@ def agent_error(
     if kind == UNAVAILABLE:  # the agent's own trouble: details for operators, not for clients
         logger.warning("LLM agent unavailable: {} {}: {}", status, agent_code, message)
         message = "the LLM agent is unavailable"
-    return _error(kind, message, retry_after=retry_after,
-                  retryable=default_retryable if retryable is None else retryable)
+    return _error(
+        kind,
+        message,
+        retry_after=retry_after,
+        retryable=default_retryable if retryable is None else retryable,
+    )
 
 
 def _failed(kind: tuple[int, str], message: str, exc: Exception) -> LLMError:
@@ -145,19 +164,26 @@ def _parse_event(name: str, raw: str) -> LLMDelta | LLMDone | None:
         if name == "delta":
             return LLMDelta(_typed(data["text"], str))
         if name == "done":
-            return LLMDone(finish_reason=_typed(data.get("finish_reason"), str | None),
-                           usage=_typed(data.get("usage"), dict | None),
-                           model=_typed(data["model"], str),
-                           latency_ms=float(data["latency_ms"]),
-                           ttft_ms=None if (ttft := data.get("ttft_ms")) is None else float(ttft))
+            return LLMDone(
+                finish_reason=_typed(data.get("finish_reason"), str | None),
+                usage=_typed(data.get("usage"), dict | None),
+                model=_typed(data["model"], str),
+                latency_ms=float(data["latency_ms"]),
+                ttft_ms=None if (ttft := data.get("ttft_ms")) is None else float(ttft),
+            )
     except (ValueError, KeyError, TypeError) as exc:
-        raise _error(UPSTREAM, f"the LLM agent sent a malformed {name!r} event",
-                     retryable=False) from exc
+        raise _error(
+            UPSTREAM, f"the LLM agent sent a malformed {name!r} event", retryable=False
+        ) from exc
     if name == "error":
         retryable = data.get("retryable")
-        raise agent_error(str(data.get("code")), None, str(data.get("message") or "failed"),
-                          retryable=retryable if isinstance(retryable, bool) else None,
-                          retry_after=_seconds(data.get("retry_after")))
+        raise agent_error(
+            str(data.get("code")),
+            None,
+            str(data.get("message") or "failed"),
+            retryable=retryable if isinstance(retryable, bool) else None,
+            retry_after=_seconds(data.get("retry_after")),
+        )
     return None  # an event kind this client does not know
 
 
@@ -177,23 +203,34 @@ class LLMAgentClient:
     the generation's own `timeout`.
     """
 
-    def __init__(self, base_url: str, timeout: float, token: str | None = None, *,
-                 max_connections: int = 200, pool_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float,
+        token: str | None = None,
+        *,
+        max_connections: int = 200,
+        pool_timeout: float = 5.0,
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.max_connections = max_connections
         self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout),
-                                  pool=pool_timeout),
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(
+                timeout, connect=min(CONNECT_TIMEOUT, timeout), pool=pool_timeout
+            ),
             # Idle connections are kept as many as may be open: a burst of turns
             # reuses them instead of opening new ones after the last burst.
-            limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=max_connections),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
         )
         # Health probes get a small pool of their own: a pool full of answers is
         # this process being busy, not the agent being unhealthy.
         self._probe = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), timeout=HEALTH_TIMEOUT,
+            base_url=base_url.rstrip("/"),
+            timeout=HEALTH_TIMEOUT,
             limits=httpx.Limits(max_connections=4, max_keepalive_connections=1),
         )
 
@@ -202,8 +239,13 @@ class LLMAgentClient:
         await self._probe.aclose()
 
     async def stream(
-        self, messages: list[dict[str, str]], *, model: str, temperature: float,
-        max_tokens: int | None, request_id: str | None,
+        self,
+        messages: list[dict[str, str]],
+        *,
+        model: str,
+        temperature: float,
+        max_tokens: int | None,
+        request_id: str | None,
     ) -> AsyncIterator[LLMDelta | LLMDone]:
         """Deltas as they arrive, then one `LLMDone`; any failure raises `LLMError`."""
         body: dict[str, Any] = {"messages": messages, "model": model, "temperature": temperature}
@@ -212,8 +254,9 @@ class LLMAgentClient:
         headers = {"X-Request-ID": request_id} if request_id else {}
         streaming = False
         try:
-            async with self._client.stream("POST", "/generate/stream", json=body,
-                                           headers=headers) as response:
+            async with self._client.stream(
+                "POST", "/generate/stream", json=body, headers=headers
+            ) as response:
                 if response.status_code != 200:
                     await response.aread()
                     raise _error_from_response(response)
@@ -233,9 +276,13 @@ class LLMAgentClient:
             logger.warning("LLM agent call failed: {} ({})", error.code, error.message)
             raise
         except httpx.PoolTimeout as exc:  # this process's own limit, not the agent's
-            raise _failed(UNAVAILABLE, f"no connection to the LLM agent was free: all "
-                          f"{self.max_connections} (LLM_AGENT_MAX_CONNECTIONS) are busy "
-                          "with other answers; try again shortly", exc) from exc
+            raise _failed(
+                UNAVAILABLE,
+                f"no connection to the LLM agent was free: all "
+                f"{self.max_connections} (LLM_AGENT_MAX_CONNECTIONS) are busy "
+                "with other answers; try again shortly",
+                exc,
+            ) from exc
         except httpx.ConnectTimeout as exc:  # nothing answers at that address
             raise _failed(UNAVAILABLE, "the LLM agent is unreachable", exc) from exc
         except httpx.TimeoutException as exc:
@@ -255,8 +302,11 @@ class LLMAgentClient:
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         details = body if isinstance(body, dict) else {}
         ok = response.status_code == 200 and details.get("status") == "ok"
-        result: dict[str, Any] = {"status": "ok" if ok else "failing", "latency_ms": latency_ms,
-                                  "provider": details.get("provider")}
+        result: dict[str, Any] = {
+            "status": "ok" if ok else "failing",
+            "latency_ms": latency_ms,
+            "provider": details.get("provider"),
+        }
         if not ok:
             result.update(http_status=response.status_code, checks=details.get("checks"))
         return result

@@ -12,28 +12,44 @@ class Metrics(ServiceMetrics):
     def __init__(self) -> None:
         super().__init__("stubichat_errors")
         self.runs = Counter(
-            "stubichat_runs", "Runs ended, by outcome", ["status"], registry=self.registry,
+            "stubichat_runs",
+            "Runs ended, by outcome",
+            ["status"],
+            registry=self.registry,
         )
         self.active_streams = Gauge(
-            "stubichat_active_streams", "SSE streams open now", registry=self.registry,
+            "stubichat_active_streams",
+            "SSE streams open now",
+            registry=self.registry,
         )
         self.llm_duration = Histogram(
-            "stubichat_llm_duration_seconds", "LLM latency of completed runs",
-            ["model"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "stubichat_llm_duration_seconds",
+            "LLM latency of completed runs",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.time_to_first_token = Histogram(
-            "stubichat_llm_time_to_first_token_seconds", "First-token latency of completed runs",
-            ["model"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "stubichat_llm_time_to_first_token_seconds",
+            "First-token latency of completed runs",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.tokens = Counter(
-            "stubichat_llm_tokens", "Tokens of completed runs", ["model", "kind"],
+            "stubichat_llm_tokens",
+            "Tokens of completed runs",
+            ["model", "kind"],
             registry=self.registry,
         )
         self.event_appends = Counter(
-            "stubichat_event_appends", "Events appended to thread logs", registry=self.registry,
+            "stubichat_event_appends",
+            "Events appended to thread logs",
+            registry=self.registry,
         )
         self.version_conflicts = Counter(
-            "stubichat_version_conflicts", "Appends refused for a stale expected version",
+            "stubichat_version_conflicts",
+            "Appends refused for a stale expected version",
             registry=self.registry,
         )
 

@@ -108,16 +108,25 @@ class Settings(ModelSettings):
     def _check_origins(cls, origins: list[str]) -> list[str]:
         for origin in origins:
             if origin != "*" and not _ORIGIN.match(origin):
-                raise ValueError(f"{origin!r} is not an origin like https://app.example.com "
-                                 "(scheme and host, optional port, no path)")
+                raise ValueError(
+                    f"{origin!r} is not an origin like https://app.example.com "
+                    "(scheme and host, optional port, no path)"
+                )
         return origins
 
     def startup_problems(self) -> list[str]:
         """Everything is checked by the validators; nothing more at start-up."""
         return []
 
-    @field_validator("system_prompt", "secret_key", "llm_agent_token", "jwt_audience",
-                     "jwt_issuer", "admin_token", mode="before")
+    @field_validator(
+        "system_prompt",
+        "secret_key",
+        "llm_agent_token",
+        "jwt_audience",
+        "jwt_issuer",
+        "admin_token",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -125,15 +134,15 @@ class Settings(ModelSettings):
     @model_validator(mode="after")
     def _check_auth(self) -> Settings:
         if self.auth_mode == "jwt" and len(self.secret_key or "") < MIN_SECRET_KEY_LENGTH:
-            raise ValueError(f"AUTH_MODE=jwt needs a SECRET_KEY of at least "
-                             f"{MIN_SECRET_KEY_LENGTH} characters")
+            raise ValueError(
+                f"AUTH_MODE=jwt needs a SECRET_KEY of at least {MIN_SECRET_KEY_LENGTH} characters"
+            )
         return self
 
     @field_validator("replica_id", mode="before")
     @classmethod
     def _blank_replica_id(cls, value: object) -> object:
         return _default_replica_id() if isinstance(value, str) and not value.strip() else value
-
 
     @field_validator("database_url")
     @classmethod

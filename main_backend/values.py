@@ -122,5 +122,3 @@ def _sanitised(value: Any, depth: int) -> Any:
 
 def _clean_text(value: str) -> str:
     return LONE_SURROGATE.sub("\ufffd", value) if LONE_SURROGATE.search(value) else value
-
-

@@ -28,16 +28,21 @@ def service_app(
     it is kept on `app.state`. `route_errors` names the service's own errors that its
     routes do not declare one by one (see `stubichat_common.openapi`)."""
     app = FastAPI(
-        title=title, version=version, lifespan=lifespan,
-        docs_url="/docs" if settings.debug else None, redoc_url=None,
+        title=title,
+        version=version,
+        lifespan=lifespan,
+        docs_url="/docs" if settings.debug else None,
+        redoc_url=None,
         openapi_url="/openapi.json" if settings.debug else None,
     )
     install_error_docs(app, route_errors)
     app.state.settings = settings
     app.state.metrics = metrics
     app.add_middleware(
-        RequestContextMiddleware, request_duration=metrics.request_duration,
-        errors=metrics.errors, max_body_bytes=settings.max_request_bytes,
+        RequestContextMiddleware,
+        request_duration=metrics.request_duration,
+        errors=metrics.errors,
+        max_body_bytes=settings.max_request_bytes,
         body_timeout_seconds=settings.request_body_timeout_seconds,
     )
     return app

@@ -29,7 +29,8 @@ class ErrorInfo(BaseModel):
     message: str = Field(description="a sentence for humans")
     request_id: str | None = Field(description="the X-Request-ID of this request")
     details: list[dict[str, Any]] | None = Field(
-        default=None, description="per-field problems (`field`, `message`), or run details")
+        default=None, description="per-field problems (`field`, `message`), or run details"
+    )
 
 
 class ErrorEnvelope(BaseModel):
@@ -86,11 +87,13 @@ def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
         location += [str(part) for part in (error.get("ctx") or {}).get("path", ())]
         if error.get("type") == "json_invalid":
             location = []  # FastAPI puts the character offset there; it is not a field
-        details.append({
-            "field": ".".join(location) or "body",
-            "message": error.get("msg", "invalid value"),
-            "type": error.get("type", "value_error"),
-        })
+        details.append(
+            {
+                "field": ".".join(location) or "body",
+                "message": error.get("msg", "invalid value"),
+                "type": error.get("type", "value_error"),
+            }
+        )
     return details
 
 
@@ -130,5 +133,6 @@ def install_common_handlers(app: FastAPI, validation_code: str = "invalid_reques
         headers = dict(exc.headers) if exc.headers else {}
         if exc.status_code == 405:
             headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
-        return error_response(request, exc.status_code, code, str(exc.detail), None,
-                              headers or None)
+        return error_response(
+            request, exc.status_code, code, str(exc.detail), None, headers or None
+        )

@@ -13,11 +13,17 @@ class ServiceMetrics:
     def __init__(self, error_metric: str) -> None:
         self.registry = CollectorRegistry()
         self.request_duration = Histogram(
-            "http_request_duration_seconds", "HTTP request latency, by route",
-            ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "http_request_duration_seconds",
+            "HTTP request latency, by route",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.errors = Counter(
-            error_metric, "Errors answered, by error code", ["code"], registry=self.registry,
+            error_metric,
+            "Errors answered, by error code",
+            ["code"],
+            registry=self.registry,
         )
 
     def render(self) -> bytes:

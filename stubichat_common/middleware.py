@@ -80,29 +80,36 @@ class RequestContextMiddleware:
                     replay = await self._read_body(scope, receive)
                 except _BodyRefused as refused:
                     # The rest of the body is never read: the connection cannot be reused.
-                    await self._send_error(send_with_id, request_id, refused.status,
-                                           HTTP_CODES[refused.status], refused.message,
-                                           close=True)
+                    await self._send_error(
+                        send_with_id,
+                        request_id,
+                        refused.status,
+                        HTTP_CODES[refused.status],
+                        refused.message,
+                        close=True,
+                    )
                 else:
                     await self.app(scope, replay, send_with_id)
             except Exception:
                 logger.exception("unhandled error while serving the request")
                 if response_started:
                     raise
-                await self._send_error(send_with_id, request_id, 500, "internal_error",
-                                       "an unexpected error occurred; see the service logs")
+                await self._send_error(
+                    send_with_id,
+                    request_id,
+                    500,
+                    "internal_error",
+                    "an unexpected error occurred; see the service logs",
+                )
             finally:
                 elapsed = time.perf_counter() - started_at
                 route = scope.get("route")
                 template = getattr(route, "path", None) or "unmatched"
-                self.request_duration.labels(scope["method"], template, status).observe(
-                    elapsed
-                )
+                self.request_duration.labels(scope["method"], template, status).observe(elapsed)
                 latency_ms = round(elapsed * 1000, 1)
-                logger.bind(method=scope["method"], path=scope["path"], status=status,
-                            latency_ms=latency_ms).info(
-                    "{} {} {} {}ms", scope["method"], scope["path"], status, latency_ms
-                )
+                logger.bind(
+                    method=scope["method"], path=scope["path"], status=status, latency_ms=latency_ms
+                ).info("{} {} {} {}ms", scope["method"], scope["path"], status, latency_ms)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> Receive:
         """Buffer the body within the size limit and the deadline, and hand the app a
@@ -131,8 +138,9 @@ class RequestContextMiddleware:
                     chunks.append(chunk)
                     more = message.get("more_body", False)
         except TimeoutError:
-            raise _BodyRefused(408, "the request body did not arrive within "
-                                    f"{self.body_timeout_seconds:g} seconds") from None
+            raise _BodyRefused(
+                408, f"the request body did not arrive within {self.body_timeout_seconds:g} seconds"
+            ) from None
         body = b"".join(chunks)
         delivered = False
 
@@ -146,14 +154,21 @@ class RequestContextMiddleware:
         return replay
 
     async def _send_error(
-        self, send: Send, request_id: str, status: int, code: str, message: str,
+        self,
+        send: Send,
+        request_id: str,
+        status: int,
+        code: str,
+        message: str,
         close: bool = False,
     ) -> None:
         self.errors.labels(code).inc()
         payload: dict[str, Any] = error_body(code, message, request_id)
         body = json.dumps(payload).encode()
-        headers = [(b"content-type", b"application/json"),
-                   (b"content-length", str(len(body)).encode())]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
         if close:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -11,8 +11,15 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
-DEFAULT_ALLOWED_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4",
-                          "gpt-4-turbo", "gpt-3.5-turbo"]
+DEFAULT_ALLOWED_MODELS = [
+    "gpt-4o-mini",
+    "gpt-4o",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-4",
+    "gpt-4-turbo",
+    "gpt-3.5-turbo",
+]
 
 
 class ModelSettings(BaseSettings):
@@ -36,8 +43,9 @@ class ModelSettings(BaseSettings):
         """(field, message) for each of `model`, `max_tokens` these settings refuse."""
         problems = []
         if not self.any_model_allowed and model not in self.allowed_models:
-            problems.append(("model", f"unknown model {model!r}; allowed: "
-                                      f"{', '.join(self.allowed_models)}"))
+            problems.append(
+                ("model", f"unknown model {model!r}; allowed: {', '.join(self.allowed_models)}")
+            )
         if max_tokens is not None and max_tokens > self.max_tokens:
             problems.append(("max_tokens", f"max_tokens must be at most {self.max_tokens}"))
         return problems

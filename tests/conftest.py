@@ -56,9 +56,7 @@ def engine_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def database_url(
-    engine_name: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[str]:
+def database_url(engine_name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh database at the migration head."""
     if engine_name == "sqlite":
         target = tmp_path / "stubichat.db"

@@ -26,9 +26,7 @@ def estimate_tokens(text: str) -> int:
 
 def echo_answer(params: GenerationParams) -> tuple[list[str], str]:
     """The words of the answer and its finish reason, capped at `max_tokens` words."""
-    last_user = next(
-        (m["content"] for m in reversed(params.messages) if m["role"] == "user"), ""
-    )
+    last_user = next((m["content"] for m in reversed(params.messages) if m["role"] == "user"), "")
     words = _WORD.findall(f"Echo: {last_user.strip()}")
     if len(words) > params.max_tokens:
         return words[: params.max_tokens], "length"

@@ -92,11 +92,14 @@ def map_openai_error(exc: Exception) -> AgentError:
         if status >= 500:
             return UpstreamError(
                 f"the upstream failed ({status})",
-                retryable=True, retry_after=retry_after, details=details,
+                retryable=True,
+                retry_after=retry_after,
+                details=details,
             )
         return UpstreamError(
             f"the upstream refused the request ({status}): {upstream_message}",
-            retryable=False, details=details,
+            retryable=False,
+            details=details,
         )
     if isinstance(exc, openai.APIError):
         # An error event inside a stream: the upstream failed while answering.

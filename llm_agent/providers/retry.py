@@ -52,7 +52,10 @@ class RetryPolicy:
             raise error
         logger.warning(
             "upstream attempt {} failed ({}: {}); retrying in {:.2f}s",
-            attempt, error.code, error.message, delay,
+            attempt,
+            error.code,
+            error.message,
+            delay,
         )
         if on_retry is not None:
             on_retry(error)

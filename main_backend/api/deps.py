@@ -21,6 +21,7 @@ from stubichat_common.routing import auth_guard
 def _state(name: str):  # type: ignore[no-untyped-def]
     def get(request: Request) -> object:
         return getattr(request.app.state, name)
+
     return get
 
 
@@ -34,8 +35,12 @@ def current_user(request: Request) -> str:
     if settings.auth_mode == "none":
         return LOCAL_USER
     assert settings.secret_key is not None
-    return user_from_authorization(request.headers.get("authorization"), settings.secret_key,
-                                   settings.jwt_audience, settings.jwt_issuer)
+    return user_from_authorization(
+        request.headers.get("authorization"),
+        settings.secret_key,
+        settings.jwt_audience,
+        settings.jwt_issuer,
+    )
 
 
 @auth_guard

@@ -105,5 +105,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def database_unavailable_response(request: Request, exc: BaseException) -> JSONResponse:
     logger.error("database unavailable: {}: {}", type(exc).__name__, exc)
-    return error_response(request, 503, "database_unavailable", DATABASE_UNAVAILABLE_MESSAGE,
-                          None, {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+    return error_response(
+        request,
+        503,
+        "database_unavailable",
+        DATABASE_UNAVAILABLE_MESSAGE,
+        None,
+        {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )

@@ -29,8 +29,9 @@ class _Strict(BaseModel):
 
 def _refused(problem: ValueProblem) -> PydanticCustomError:
     # `path` goes on the field's location in the error's `details[].field` (metadata.k).
-    return PydanticCustomError("invalid_value", "{reason}",
-                               {"reason": problem.message, "path": problem.path})
+    return PydanticCustomError(
+        "invalid_value", "{reason}", {"reason": problem.message, "path": problem.path}
+    )
 
 
 def _text(value: str) -> str:
@@ -101,9 +102,14 @@ class Message(BaseModel):
 
     @classmethod
     def of(cls, message: MessageState) -> Message:
-        return cls(id=message.message_id, role=message.role, content=message.content,
-                   created_at=message.created_at, version=message.version,
-                   run_id=message.run_id)
+        return cls(
+            id=message.message_id,
+            role=message.role,
+            content=message.content,
+            created_at=message.created_at,
+            version=message.version,
+            run_id=message.run_id,
+        )
 
 
 class Thread(BaseModel):
@@ -118,10 +124,16 @@ class Thread(BaseModel):
 
     @classmethod
     def of(cls, thread: ThreadState) -> Thread:
-        return cls(id=thread.thread_id, title=thread.title, created_at=thread.created_at,
-                   updated_at=thread.updated_at, version=thread.version,
-                   message_count=thread.message_count, status=thread.status,
-                   metadata=thread.metadata)
+        return cls(
+            id=thread.thread_id,
+            title=thread.title,
+            created_at=thread.created_at,
+            updated_at=thread.updated_at,
+            version=thread.version,
+            message_count=thread.message_count,
+            status=thread.status,
+            metadata=thread.metadata,
+        )
 
 
 class Usage(BaseModel):
@@ -168,6 +180,7 @@ class HealthResponse(BaseModel):
 
 # The admin API (Bearer ADMIN_TOKEN).
 
+
 class AdminThread(Thread):
     """A thread as operators see it: whose it is, and whether its owner deleted it."""
 
@@ -198,9 +211,16 @@ class Event(BaseModel):
 
     @classmethod
     def of(cls, event: StoredEvent) -> Event:
-        return cls(position=event.position, event_id=event.event_id, thread_id=event.thread_id,
-                   version=event.version, type=event.type, data=event.data,
-                   metadata=event.metadata, recorded_at=event.recorded_at)
+        return cls(
+            position=event.position,
+            event_id=event.event_id,
+            thread_id=event.thread_id,
+            version=event.version,
+            type=event.type,
+            data=event.data,
+            metadata=event.metadata,
+            recorded_at=event.recorded_at,
+        )
 
 
 class ThreadEventList(BaseModel):

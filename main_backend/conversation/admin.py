@@ -64,22 +64,20 @@ class AdminService:
         self, owner: str | None, include_deleted: bool, limit: int, cursor: str | None
     ) -> tuple[list[ThreadState], str | None]:
         """Every user's threads (or one owner's), most recently updated first."""
-        return await page_threads(self.store, owner=owner, include_deleted=include_deleted,
-                                  limit=limit, cursor=cursor)
+        return await page_threads(
+            self.store, owner=owner, include_deleted=include_deleted, limit=limit, cursor=cursor
+        )
 
     async def thread_events(
         self, thread_id: str, from_version: int, limit: int
     ) -> tuple[list[StoredEvent], int | None]:
         """One thread's events from `from_version`, and where the next page starts."""
         await self._current_version(thread_id)
-        found = await self.store.read_thread(thread_id, from_version=from_version,
-                                             limit=limit + 1)
+        found = await self.store.read_thread(thread_id, from_version=from_version, limit=limit + 1)
         page = found[:limit]
         return page, page[-1].version + 1 if len(found) > limit else None
 
-    async def events_after(
-        self, after_position: int, limit: int
-    ) -> tuple[list[StoredEvent], int]:
+    async def events_after(self, after_position: int, limit: int) -> tuple[list[StoredEvent], int]:
         """Every thread's events in commit order, and the position to read on from."""
         page = await self.store.read_all(after_position, limit)
         return page, page[-1].position if page else after_position
@@ -97,12 +95,20 @@ class AdminService:
         events = await self.store.read_thread(thread_id, from_version=1, to_version=at + 1)
         thread, messages = fold(events[:at])
         assert thread is not None
-        prompt = await prompt_at(self.store, thread, at, self.settings.system_prompt,
-                                 self.settings.max_context_tokens)
-        started = next((e for e in events[at:] if e.type == RUN_STARTED
-                        and e.data.get("prompt_version") == at
-                        and isinstance(e.data.get("model"), str)
-                        and isinstance(e.data.get("params"), dict)), None)
+        prompt = await prompt_at(
+            self.store, thread, at, self.settings.system_prompt, self.settings.max_context_tokens
+        )
+        started = next(
+            (
+                e
+                for e in events[at:]
+                if e.type == RUN_STARTED
+                and e.data.get("prompt_version") == at
+                and isinstance(e.data.get("model"), str)
+                and isinstance(e.data.get("params"), dict)
+            ),
+            None,
+        )
         if started is not None:
             model, params = started.data["model"], dict(started.data["params"])
         else:
@@ -111,16 +117,25 @@ class AdminService:
         return Replay(at, thread, messages, prompt, model, params, started is not None)
 
     async def rerun(
-        self, thread_id: str, at_version: int | None, *, model: str | None,
-        temperature: float | None, max_tokens: int | None, request_id: str | None,
+        self,
+        thread_id: str,
+        at_version: int | None,
+        *,
+        model: str | None,
+        temperature: float | None,
+        max_tokens: int | None,
+        request_id: str | None,
     ) -> Rerun:
         """Send the replayed prompt to the LLM agent again, with the replay's model and
         params unless overridden; the answer is returned, never appended."""
         replay = await self.replay(thread_id, at_version)
         if not any(m["role"] != "system" for m in replay.prompt.messages):
             # The agent would refuse it (422, passed on as a 502): say why, call nothing.
-            raise InvalidRequest(f"the thread has no messages at version {replay.at_version}: "
-                                 "there is nothing to answer", "at_version")
+            raise InvalidRequest(
+                f"the thread has no messages at version {replay.at_version}: "
+                "there is nothing to answer",
+                "at_version",
+            )
         chosen_model = model or replay.model
         params = dict(replay.params)
         if temperature is not None:
@@ -130,9 +145,13 @@ class AdminService:
         self._check(chosen_model, params)
         parts: list[str] = []
         done: LLMDone | None = None
-        stream = self.llm.stream(replay.prompt.messages, model=chosen_model,
-                                 temperature=params["temperature"],
-                                 max_tokens=params.get("max_tokens"), request_id=request_id)
+        stream = self.llm.stream(
+            replay.prompt.messages,
+            model=chosen_model,
+            temperature=params["temperature"],
+            max_tokens=params.get("max_tokens"),
+            request_id=request_id,
+        )
         async with aclosing(stream) as items:  # type: ignore[type-var]
             async for item in items:
                 if isinstance(item, LLMDelta):
@@ -140,8 +159,15 @@ class AdminService:
                 else:
                     done = item
         assert done is not None  # the client raises LLMError when the stream has no end
-        return Rerun(replay, chosen_model, params, "".join(parts), done.usage,
-                     done.finish_reason, done.model or chosen_model)
+        return Rerun(
+            replay,
+            chosen_model,
+            params,
+            "".join(parts),
+            done.usage,
+            done.finish_reason,
+            done.model or chosen_model,
+        )
 
     async def rebuild_projections(self) -> RebuildReport:
         return await projections.rebuild(self.store.db)

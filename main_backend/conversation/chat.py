@@ -47,8 +47,9 @@ class ChatService:
         for attempt in range(1, PLAN_ATTEMPTS + 1):
             plan = await plan_turn(self.store, command, run_id)
             if idempotency_key is not None and not claimed:
-                earlier = await self.keys.claim(command.user, idempotency_key, digest,
-                                                plan.thread_id, run_id)
+                earlier = await self.keys.claim(
+                    command.user, idempotency_key, digest, plan.thread_id, run_id
+                )
                 if earlier is not None:  # a concurrent twin claimed it first
                     repeat = await self._repeat(command.user, idempotency_key, digest, earlier)
                     if repeat is not None:

@@ -104,9 +104,11 @@ async def _postgres_saver(
         # The pool retries a lost connection with a backoff doubling from 1 s until
         # reconnect_timeout, then starts afresh on the next request: the gap between
         # two attempts stays below the connect timeout. A wait leaves room for two.
-        bounds = {"connection_class": bounded_connection_class(timeouts),
-                  "timeout": 2.0 * timeouts.connect_seconds,
-                  "reconnect_timeout": float(timeouts.connect_seconds)}
+        bounds = {
+            "connection_class": bounded_connection_class(timeouts),
+            "timeout": 2.0 * timeouts.connect_seconds,
+            "reconnect_timeout": float(timeouts.connect_seconds),
+        }
     pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
         postgres_conninfo(url),
         # What AsyncPostgresSaver requires of its connections.

@@ -121,26 +121,43 @@ def build_turn_graph(
         result = await store.append(plan.thread_id, plan.events, plan.expected_version)
         messages = [message_from_event(e) for e in result.events if e.type == MESSAGE_ADDED]
         get_stream_writer()(RunStarted(plan.thread_id, plan.run_id, result.version, messages))
-        return {"recorded": True, "model": plan.model, "params": plan.params,
-                "prompt_version": plan.prompt_version}
+        return {
+            "recorded": True,
+            "model": plan.model,
+            "params": plan.params,
+            "prompt_version": plan.prompt_version,
+        }
 
     async def build_prompt(state: TurnState) -> TurnState:
         thread = await store.get_thread(state["thread_id"])
         assert thread is not None
-        prompt = await prompt_at(store, thread, state["prompt_version"],
-                                 deps.default_system_prompt, deps.max_context_tokens)
+        prompt = await prompt_at(
+            store,
+            thread,
+            state["prompt_version"],
+            deps.default_system_prompt,
+            deps.max_context_tokens,
+        )
         return {"history_from": prompt.from_version}
 
     async def call_llm(state: TurnState, runtime: Runtime[TurnContext]) -> TurnState:
         thread = await store.get_thread(state["thread_id"])
         assert thread is not None
-        prompt = await prompt_between(store, thread, state.get("history_from"),
-                                      state["prompt_version"], deps.default_system_prompt)
+        prompt = await prompt_between(
+            store,
+            thread,
+            state.get("history_from"),
+            state["prompt_version"],
+            deps.default_system_prompt,
+        )
         params = state["params"]
-        stream = deps.llm.stream(prompt.messages, model=state["model"],
-                                 temperature=params["temperature"],
-                                 max_tokens=params.get("max_tokens"),
-                                 request_id=state.get("request_id"))
+        stream = deps.llm.stream(
+            prompt.messages,
+            model=state["model"],
+            temperature=params["temperature"],
+            max_tokens=params.get("max_tokens"),
+            request_id=state.get("request_id"),
+        )
         return {"outcome": await _generate(stream, runtime.context.cancel, state["model"])}
 
     async def record_outcome(state: TurnState) -> TurnState:
@@ -156,7 +173,8 @@ def build_turn_graph(
     graph.add_node("record_outcome", record_outcome)
     # A run resumed from its run.started event has its input recorded already.
     graph.add_conditional_edges(
-        START, lambda s: "build_prompt" if s.get("recorded") else "record_input",
+        START,
+        lambda s: "build_prompt" if s.get("recorded") else "record_input",
         ["record_input", "build_prompt"],
     )
     graph.add_edge("record_input", "build_prompt")
@@ -168,8 +186,12 @@ def build_turn_graph(
 
 def recorded_input(started: StoredEvent) -> TurnState:
     """What `record_input` returned, from the run's stored `run.started` event."""
-    return {"recorded": True, "model": started.data["model"], "params": started.data["params"],
-            "prompt_version": started.data["prompt_version"]}
+    return {
+        "recorded": True,
+        "model": started.data["model"],
+        "params": started.data["params"],
+        "prompt_version": started.data["prompt_version"],
+    }
 
 
 async def _generate(
@@ -195,24 +217,35 @@ async def _generate(
             try:
                 item = next_item.result()
             except StopAsyncIteration:
-                raise LLMError("llm_upstream_error", 502, "the answer ended unexpectedly",
-                               retryable=True) from None
+                raise LLMError(
+                    "llm_upstream_error", 502, "the answer ended unexpectedly", retryable=True
+                ) from None
             if isinstance(item, LLMDelta):
                 parts.append(item.text)
                 write(RunDelta(item.text))
                 continue
             return {
-                "status": "completed", "content": "".join(parts), "model": item.model or model,
-                "finish_reason": item.finish_reason, "usage": item.usage,
-                "latency_ms": item.latency_ms, "ttft_ms": item.ttft_ms,
+                "status": "completed",
+                "content": "".join(parts),
+                "model": item.model or model,
+                "finish_reason": item.finish_reason,
+                "usage": item.usage,
+                "latency_ms": item.latency_ms,
+                "ttft_ms": item.ttft_ms,
             }
     except LLMError as error:
         logger.warning("LLM call failed: {} {}", error.code, error.message)
         return {
-            "status": "failed", "content": "".join(parts), "model": model,
-            "error": {"code": error.code, "message": error.message,
-                      "retryable": error.retryable, "status_code": error.status_code,
-                      "retry_after": error.retry_after},
+            "status": "failed",
+            "content": "".join(parts),
+            "model": model,
+            "error": {
+                "code": error.code,
+                "message": error.message,
+                "retryable": error.retryable,
+                "status_code": error.status_code,
+                "retry_after": error.retry_after,
+            },
             "latency_ms": round((time.perf_counter() - started) * 1000, 1),
         }
     finally:
@@ -223,29 +256,67 @@ def outcome_events(state: TurnState) -> list[NewEvent]:
     """The events that end the run: one terminal event, with the answer if there is one."""
     run_id, outcome = state["run_id"], state["outcome"]
     metadata = {"request_id": state.get("request_id"), "user": state.get("user")}
-    answer = NewEvent(MESSAGE_ADDED, {
-        "message_id": answer_message_id(run_id), "role": "assistant",
-        "content": outcome["content"], "run_id": run_id,
-        "partial": outcome["status"] != "completed",
-    }, metadata, answer_message_event_id(run_id))
+    answer = NewEvent(
+        MESSAGE_ADDED,
+        {
+            "message_id": answer_message_id(run_id),
+            "role": "assistant",
+            "content": outcome["content"],
+            "run_id": run_id,
+            "partial": outcome["status"] != "completed",
+        },
+        metadata,
+        answer_message_event_id(run_id),
+    )
     terminal_id = terminal_event_id(run_id)
     # "model" (beyond the catalogue's fields) is what the agent reports it used.
     model = outcome["model"]
     if outcome["status"] == "completed":
-        return [answer, NewEvent(RUN_COMPLETED, {
-            "run_id": run_id, "message_id": answer_message_id(run_id), "model": model,
-            "finish_reason": outcome["finish_reason"], "usage": outcome["usage"],
-            "latency_ms": outcome["latency_ms"], "ttft_ms": outcome["ttft_ms"],
-        }, metadata, terminal_id)]
+        return [
+            answer,
+            NewEvent(
+                RUN_COMPLETED,
+                {
+                    "run_id": run_id,
+                    "message_id": answer_message_id(run_id),
+                    "model": model,
+                    "finish_reason": outcome["finish_reason"],
+                    "usage": outcome["usage"],
+                    "latency_ms": outcome["latency_ms"],
+                    "ttft_ms": outcome["ttft_ms"],
+                },
+                metadata,
+                terminal_id,
+            ),
+        ]
     if outcome["status"] == "cancelled":
-        return [answer, NewEvent(RUN_CANCELLED, {
-            "run_id": run_id, "message_id": answer_message_id(run_id), "model": model,
-        }, metadata, terminal_id)]
+        return [
+            answer,
+            NewEvent(
+                RUN_CANCELLED,
+                {
+                    "run_id": run_id,
+                    "message_id": answer_message_id(run_id),
+                    "model": model,
+                },
+                metadata,
+                terminal_id,
+            ),
+        ]
     error = outcome["error"]
-    return [NewEvent(RUN_FAILED, {
-        "run_id": run_id, "error": {"code": error["code"], "message": error["message"]},
-        "partial_content": outcome["content"], "model": model,
-    }, metadata, terminal_id)]
+    return [
+        NewEvent(
+            RUN_FAILED,
+            {
+                "run_id": run_id,
+                "error": {"code": error["code"], "message": error["message"]},
+                "partial_content": outcome["content"],
+                "model": model,
+            },
+            metadata,
+            terminal_id,
+        )
+    ]
 
 
 async def append_outcome(store: EventStore, state: TurnState) -> RunEnded:
@@ -270,25 +341,45 @@ async def terminal_events(store: EventStore, thread_id: str, run_id: str) -> lis
     terminal = await store.get_event(terminal_event_id(run_id))
     if terminal is None:
         return []
-    return await store.read_thread(thread_id, from_version=max(1, terminal.version - 1),
-                                   to_version=terminal.version)
+    return await store.read_thread(
+        thread_id, from_version=max(1, terminal.version - 1), to_version=terminal.version
+    )
 
 
 def ended_from_events(events: list[StoredEvent], error: dict[str, Any] | None) -> RunEnded:
     """The `RunEnded` that a run's stored terminal events describe."""
     terminal = events[-1]
     run_id = terminal.data["run_id"]
-    answer = next((message_from_event(e) for e in events
-                   if e.type == MESSAGE_ADDED and e.data["run_id"] == run_id), None)
-    common = {"thread_id": terminal.thread_id, "run_id": run_id, "version": terminal.version,
-              "model": terminal.data.get("model", "")}
+    answer = next(
+        (
+            message_from_event(e)
+            for e in events
+            if e.type == MESSAGE_ADDED and e.data["run_id"] == run_id
+        ),
+        None,
+    )
+    common = {
+        "thread_id": terminal.thread_id,
+        "run_id": run_id,
+        "version": terminal.version,
+        "model": terminal.data.get("model", ""),
+    }
     if terminal.type == RUN_COMPLETED:
-        return RunEnded("completed", message=answer, usage=terminal.data["usage"],
-                        finish_reason=terminal.data["finish_reason"],
-                        latency_ms=terminal.data["latency_ms"], ttft_ms=terminal.data["ttft_ms"],
-                        **common)
+        return RunEnded(
+            "completed",
+            message=answer,
+            usage=terminal.data["usage"],
+            finish_reason=terminal.data["finish_reason"],
+            latency_ms=terminal.data["latency_ms"],
+            ttft_ms=terminal.data["ttft_ms"],
+            **common,
+        )
     if terminal.type == RUN_CANCELLED:
         return RunEnded("cancelled", message=answer, **common)
     stored_error = terminal.data["error"]
-    return RunEnded("failed", error={**(error or {}), **stored_error},
-                    partial_content=terminal.data["partial_content"], **common)
+    return RunEnded(
+        "failed",
+        error={**(error or {}), **stored_error},
+        partial_content=terminal.data["partial_content"],
+        **common,
+    )

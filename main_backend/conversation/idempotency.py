@@ -49,31 +49,52 @@ class IdempotencyKeys:
         now = datetime.now(UTC)
         where = (idempotency_keys.c.owner == owner, idempotency_keys.c.key == key)
         async with self.db.writer.begin() as conn:
-            await conn.execute(idempotency_keys.delete().where(
-                *where, idempotency_keys.c.created_at < now - self.ttl))
+            await conn.execute(
+                idempotency_keys.delete().where(
+                    *where, idempotency_keys.c.created_at < now - self.ttl
+                )
+            )
             row = (await conn.execute(sa.select(idempotency_keys).where(*where))).first()
             if row is not None:
                 return KeyRecord(row.request_hash, row.thread_id, row.run_id, row.created_at)
             try:
-                await conn.execute(idempotency_keys.insert().values(
-                    owner=owner, key=key, request_hash=digest, thread_id=thread_id,
-                    run_id=run_id, created_at=now))
+                await conn.execute(
+                    idempotency_keys.insert().values(
+                        owner=owner,
+                        key=key,
+                        request_hash=digest,
+                        thread_id=thread_id,
+                        run_id=run_id,
+                        created_at=now,
+                    )
+                )
             except IntegrityError:
                 return await self.get(owner, key)
         return None
 
     async def get(self, owner: str, key: str) -> KeyRecord | None:
         async with self.db.engine.connect() as conn:
-            row = (await conn.execute(sa.select(idempotency_keys).where(
-                idempotency_keys.c.owner == owner, idempotency_keys.c.key == key))).first()
-        return None if row is None else KeyRecord(
-            row.request_hash, row.thread_id, row.run_id, row.created_at)
+            row = (
+                await conn.execute(
+                    sa.select(idempotency_keys).where(
+                        idempotency_keys.c.owner == owner, idempotency_keys.c.key == key
+                    )
+                )
+            ).first()
+        return (
+            None
+            if row is None
+            else KeyRecord(row.request_hash, row.thread_id, row.run_id, row.created_at)
+        )
 
     async def release(self, owner: str, key: str) -> None:
         """Forget a key whose request was refused, so the client may retry with it."""
         async with self.db.writer.begin() as conn:
-            await conn.execute(idempotency_keys.delete().where(
-                idempotency_keys.c.owner == owner, idempotency_keys.c.key == key))
+            await conn.execute(
+                idempotency_keys.delete().where(
+                    idempotency_keys.c.owner == owner, idempotency_keys.c.key == key
+                )
+            )
 
     async def purge_periodically(self, every_seconds: float = 3600) -> None:
         """Forget expired keys now and then (a repeated key also clears its own)."""
@@ -90,5 +111,6 @@ class IdempotencyKeys:
         cutoff = datetime.now(UTC) - self.ttl
         async with self.db.writer.begin() as conn:
             result = await conn.execute(
-                idempotency_keys.delete().where(idempotency_keys.c.created_at < cutoff))
+                idempotency_keys.delete().where(idempotency_keys.c.created_at < cutoff)
+            )
             return result.rowcount

@@ -60,27 +60,37 @@ async def _active_count(conn: AsyncConnection, owner: str, now: datetime) -> int
     (not yet released) or that never got its input recorded (its replica died
     before the first append) and has expired counts for nothing.
     """
-    rows = (await conn.execute(
-        sa.select(run_leases.c.run_id, run_leases.c.expires_at,
-                  threads.c.thread_id.is_not(None).label("active"))
-        .select_from(run_leases.outerjoin(
-            threads, threads.c.active_run_id == run_leases.c.run_id))
-        .where(run_leases.c.owner == owner)
-    )).all()
+    rows = (
+        await conn.execute(
+            sa.select(
+                run_leases.c.run_id,
+                run_leases.c.expires_at,
+                threads.c.thread_id.is_not(None).label("active"),
+            )
+            .select_from(
+                run_leases.outerjoin(threads, threads.c.active_run_id == run_leases.c.run_id)
+            )
+            .where(run_leases.c.owner == owner)
+        )
+    ).all()
     active = sum(1 for row in rows if row.active)
-    pending = {terminal_event_id(row.run_id): row.run_id for row in rows
-               if not row.active and row.expires_at > now}
+    pending = {
+        terminal_event_id(row.run_id): row.run_id
+        for row in rows
+        if not row.active and row.expires_at > now
+    }
     if pending:
         ended = await conn.scalar(
-            sa.select(sa.func.count()).select_from(events)
-            .where(events.c.event_id.in_(pending)))
+            sa.select(sa.func.count()).select_from(events).where(events.c.event_id.in_(pending))
+        )
         active += len(pending) - (ended or 0)
     return active
 
 
 class RunLeases:
-    def __init__(self, db: Database, replica_id: str, lease_seconds: float,
-                 max_active_per_owner: int) -> None:
+    def __init__(
+        self, db: Database, replica_id: str, lease_seconds: float, max_active_per_owner: int
+    ) -> None:
         self.db = db
         self.replica_id = replica_id
         self.ttl = timedelta(seconds=lease_seconds)
@@ -96,16 +106,26 @@ class RunLeases:
         """
         async with self.db.writer.begin() as conn:
             if conn.dialect.name == "postgresql":
-                await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(
-                    OWNER_LOCK_CLASS, sa.func.hashtext(owner))))
+                await conn.execute(
+                    sa.select(
+                        sa.func.pg_advisory_xact_lock(OWNER_LOCK_CLASS, sa.func.hashtext(owner))
+                    )
+                )
             now = _now()
             active = await _active_count(conn, owner, now)
             if active >= self.max_active_per_owner:
                 raise TooManyActiveRuns(self.max_active_per_owner, ACTIVE_RUNS_RETRY_AFTER)
-            await conn.execute(run_leases.insert().values(
-                run_id=run_id, thread_id=thread_id, owner=owner, replica_id=self.replica_id,
-                expires_at=now + self.ttl, cancel_requested=False, resumes=0,
-            ))
+            await conn.execute(
+                run_leases.insert().values(
+                    run_id=run_id,
+                    thread_id=thread_id,
+                    owner=owner,
+                    replica_id=self.replica_id,
+                    expires_at=now + self.ttl,
+                    cancel_requested=False,
+                    resumes=0,
+                )
+            )
 
     async def claim(self, run_id: str, thread_id: str) -> int | None:
         """Take over a run whose lease expired (or never was written).
@@ -115,17 +135,26 @@ class RunLeases:
         """
         now = _now()
         async with self.db.writer.begin() as conn:
-            row = (await conn.execute(
-                sa.select(run_leases.c.expires_at, run_leases.c.resumes)
-                .where(run_leases.c.run_id == run_id)
-            )).first()
+            row = (
+                await conn.execute(
+                    sa.select(run_leases.c.expires_at, run_leases.c.resumes).where(
+                        run_leases.c.run_id == run_id
+                    )
+                )
+            ).first()
             if row is None:
                 try:
-                    await conn.execute(run_leases.insert().values(
-                        run_id=run_id, thread_id=thread_id, owner=_owner_of(thread_id),
-                        replica_id=self.replica_id,
-                        expires_at=now + self.ttl, cancel_requested=False, resumes=1,
-                    ))
+                    await conn.execute(
+                        run_leases.insert().values(
+                            run_id=run_id,
+                            thread_id=thread_id,
+                            owner=_owner_of(thread_id),
+                            replica_id=self.replica_id,
+                            expires_at=now + self.ttl,
+                            cancel_requested=False,
+                            resumes=1,
+                        )
+                    )
                 except IntegrityError:
                     return None
                 return 1
@@ -134,8 +163,9 @@ class RunLeases:
             updated = await conn.execute(
                 run_leases.update()
                 .where(run_leases.c.run_id == run_id, run_leases.c.expires_at <= now)
-                .values(replica_id=self.replica_id, expires_at=now + self.ttl,
-                        resumes=row.resumes + 1)
+                .values(
+                    replica_id=self.replica_id, expires_at=now + self.ttl, resumes=row.resumes + 1
+                )
             )
             return row.resumes + 1 if updated.rowcount == 1 else None
 
@@ -146,44 +176,52 @@ class RunLeases:
         async with self.db.writer.begin() as conn:
             await conn.execute(
                 run_leases.update()
-                .where(run_leases.c.run_id.in_(run_ids),
-                       run_leases.c.replica_id == self.replica_id)
+                .where(run_leases.c.run_id.in_(run_ids), run_leases.c.replica_id == self.replica_id)
                 .values(expires_at=_now() + self.ttl)
             )
             rows = await conn.execute(
-                sa.select(run_leases.c.run_id)
-                .where(run_leases.c.run_id.in_(run_ids), run_leases.c.cancel_requested)
+                sa.select(run_leases.c.run_id).where(
+                    run_leases.c.run_id.in_(run_ids), run_leases.c.cancel_requested
+                )
             )
             return {row.run_id for row in rows}
 
     async def request_cancel(self, run_id: str, thread_id: str) -> None:
         async with self.db.writer.begin() as conn:
             updated = await conn.execute(
-                run_leases.update().where(run_leases.c.run_id == run_id)
+                run_leases.update()
+                .where(run_leases.c.run_id == run_id)
                 .values(cancel_requested=True)
             )
             if updated.rowcount == 0:
                 # The run lost its lease row (crash before it was written): an
                 # expired lease that carries the request to whoever resumes it.
-                await conn.execute(run_leases.insert().values(
-                    run_id=run_id, thread_id=thread_id, owner=_owner_of(thread_id),
-                    replica_id="", expires_at=_now(),
-                    cancel_requested=True, resumes=0,
-                ))
+                await conn.execute(
+                    run_leases.insert().values(
+                        run_id=run_id,
+                        thread_id=thread_id,
+                        owner=_owner_of(thread_id),
+                        replica_id="",
+                        expires_at=_now(),
+                        cancel_requested=True,
+                        resumes=0,
+                    )
+                )
 
     async def is_cancel_requested(self, run_id: str) -> bool:
         async with self.db.engine.connect() as conn:
-            return bool(await conn.scalar(
-                sa.select(run_leases.c.cancel_requested).where(run_leases.c.run_id == run_id)
-            ))
+            return bool(
+                await conn.scalar(
+                    sa.select(run_leases.c.cancel_requested).where(run_leases.c.run_id == run_id)
+                )
+            )
 
     async def expire(self, run_ids: Collection[str]) -> None:
         """Give this replica's runs up now, so another replica takes them over at once."""
         async with self.db.writer.begin() as conn:
             await conn.execute(
                 run_leases.update()
-                .where(run_leases.c.run_id.in_(run_ids),
-                       run_leases.c.replica_id == self.replica_id)
+                .where(run_leases.c.run_id.in_(run_ids), run_leases.c.replica_id == self.replica_id)
                 .values(expires_at=_now())
             )
 
@@ -195,10 +233,13 @@ class RunLeases:
         """Active runs (per the read model) whose lease expired or is missing."""
         query = (
             sa.select(threads.c.thread_id, threads.c.active_run_id)
-            .select_from(threads.outerjoin(
-                run_leases, run_leases.c.run_id == threads.c.active_run_id))
-            .where(threads.c.active_run_id.is_not(None),
-                   sa.or_(run_leases.c.run_id.is_(None), run_leases.c.expires_at <= _now()))
+            .select_from(
+                threads.outerjoin(run_leases, run_leases.c.run_id == threads.c.active_run_id)
+            )
+            .where(
+                threads.c.active_run_id.is_not(None),
+                sa.or_(run_leases.c.run_id.is_(None), run_leases.c.expires_at <= _now()),
+            )
             .limit(limit)
         )
         async with self.db.engine.connect() as conn:
@@ -222,9 +263,11 @@ class RunLeases:
         """Release a lease `stale` found, unless it has been renewed or its run started since."""
         async with self.db.writer.begin() as conn:
             await conn.execute(
-                run_leases.delete().where(run_leases.c.run_id == run_id,
-                                          run_leases.c.expires_at <= _now() - self.ttl,
-                                          ~_is_active())
+                run_leases.delete().where(
+                    run_leases.c.run_id == run_id,
+                    run_leases.c.expires_at <= _now() - self.ttl,
+                    ~_is_active(),
+                )
             )
 
 

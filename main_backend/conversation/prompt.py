@@ -98,7 +98,10 @@ def system_prompt_for(thread: ThreadState, default: str | None) -> str | None:
 
 
 async def prompt_at(
-    store: EventStore, thread: ThreadState, version: int, default_system_prompt: str | None,
+    store: EventStore,
+    thread: ThreadState,
+    version: int,
+    default_system_prompt: str | None,
     max_context_tokens: int,
 ) -> Prompt:
     """The prompt a turn at `version` sends: what fits, newest history first."""
@@ -111,7 +114,10 @@ async def prompt_at(
 
 
 async def prompt_between(
-    store: EventStore, thread: ThreadState, from_version: int | None, version: int,
+    store: EventStore,
+    thread: ThreadState,
+    from_version: int | None,
+    version: int,
     default_system_prompt: str | None,
 ) -> Prompt:
     """The prompt `prompt_at` chose, rebuilt from the versions it recorded."""

@@ -102,7 +102,8 @@ class RunHandle:
         while True:
             async with self._changed:
                 await self._changed.wait_for(
-                    lambda seen=index: len(self.events) > seen or self.finished)
+                    lambda seen=index: len(self.events) > seen or self.finished
+                )
                 fresh, done = self.events[index:], self.finished
             index += len(fresh)
             for event in fresh:
@@ -141,26 +142,35 @@ class TurnRunner:
     async def start(self, plan: TurnPlan, request_id: str | None, user: str) -> RunHandle:
         """Start a new run; returns once its input is recorded (or raises why not)."""
         await self.leases.take(plan.run_id, plan.thread_id, user)
-        handle = self._launch(plan.thread_id, plan.run_id, {
-            "thread_id": plan.thread_id, "run_id": plan.run_id, "request_id": request_id,
-            "user": user,
-        }, TurnContext(plan=plan))
+        handle = self._launch(
+            plan.thread_id,
+            plan.run_id,
+            {
+                "thread_id": plan.thread_id,
+                "run_id": plan.run_id,
+                "request_id": request_id,
+                "user": user,
+            },
+            TurnContext(plan=plan),
+        )
         await handle.wait_started()
         return handle
 
-    def _launch(self, thread_id: str, run_id: str, state: TurnState | None,
-                context: TurnContext) -> RunHandle:
+    def _launch(
+        self, thread_id: str, run_id: str, state: TurnState | None, context: TurnContext
+    ) -> RunHandle:
         handle = RunHandle(thread_id, run_id)
         context.cancel = handle.cancel
         self.local[run_id] = handle
-        handle.task = asyncio.create_task(self._drive(handle, state, context),
-                                          name=f"run {run_id}")
+        handle.task = asyncio.create_task(self._drive(handle, state, context), name=f"run {run_id}")
         return handle
 
-    async def _drive(self, handle: RunHandle, state: TurnState | None,
-                     context: TurnContext) -> None:
-        config: Any = {"configurable": {"thread_id": checkpoint_key(handle.thread_id,
-                                                                    handle.run_id)}}
+    async def _drive(
+        self, handle: RunHandle, state: TurnState | None, context: TurnContext
+    ) -> None:
+        config: Any = {
+            "configurable": {"thread_id": checkpoint_key(handle.thread_id, handle.run_id)}
+        }
         error: BaseException | None = None
         try:
             with logger.contextualize(thread_id=handle.thread_id, run_id=handle.run_id):
@@ -170,23 +180,28 @@ class TurnRunner:
             # A new run's refused input (busy, conflict…) is its caller's to report;
             # anything else, and every failure of a resumed run, is logged here.
             if handle.started is not None or context.plan is None:
-                logger.exception("run {} failed before its outcome was recorded; it will be "
-                                 "resumed", handle.run_id)
+                logger.exception(
+                    "run {} failed before its outcome was recorded; it will be resumed",
+                    handle.run_id,
+                )
         finally:
             self.local.pop(handle.run_id, None)
             # Refused input or a recorded end: nothing left to resume.
-            if handle.ended is not None or (handle.started is None and state is not None
-                                            and not state.get("recorded")):
+            if handle.ended is not None or (
+                handle.started is None and state is not None and not state.get("recorded")
+            ):
                 await self._cleanup(handle)
             elif error is not None:
                 self._abandoned.add(handle.run_id)
                 self._wake_sweeper.set()
             await handle.finish(error)
 
-    async def _stream(self, handle: RunHandle, state: TurnState | None, config: Any,
-                      context: TurnContext) -> None:
-        async for event in self.graph.astream(state, config, context=context,
-                                              stream_mode="custom", durability="sync"):
+    async def _stream(
+        self, handle: RunHandle, state: TurnState | None, config: Any, context: TurnContext
+    ) -> None:
+        async for event in self.graph.astream(
+            state, config, context=context, stream_mode="custom", durability="sync"
+        ):
             await handle.publish(event)
             if isinstance(event, RunEnded) and self.on_end is not None:
                 self.on_end(event)
@@ -212,8 +227,10 @@ class TurnRunner:
     # Background loops -------------------------------------------------------------------
 
     def start_background(self) -> None:
-        self._loops = [asyncio.create_task(self._heartbeat(), name="run heartbeat"),
-                       asyncio.create_task(self._sweep(), name="run sweeper")]
+        self._loops = [
+            asyncio.create_task(self._heartbeat(), name="run heartbeat"),
+            asyncio.create_task(self._sweep(), name="run sweeper"),
+        ]
 
     async def stop(self, grace_seconds: float = 0) -> None:
         """Let runs in flight finish for up to `grace_seconds`, then stop driving the
@@ -230,8 +247,7 @@ class TurnRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if unfinished:
-            logger.warning("handing {} unfinished run(s) over to other replicas",
-                           len(unfinished))
+            logger.warning("handing {} unfinished run(s) over to other replicas", len(unfinished))
             with contextlib.suppress(Exception):
                 await self.leases.expire(unfinished)
 
@@ -254,8 +270,9 @@ class TurnRunner:
             except Exception as exc:
                 failed = True
                 if is_database_unavailable(exc):
-                    logger.warning("could not look for runs to resume: {}: {}",
-                                   type(exc).__name__, exc)
+                    logger.warning(
+                        "could not look for runs to resume: {}: {}", type(exc).__name__, exc
+                    )
                 else:
                     logger.exception("could not look for runs to resume")
             # Until the database answers again, look often: a run it interrupted
@@ -295,8 +312,12 @@ class TurnRunner:
         for run in stale:
             if run.run_id in self.local:
                 continue
-            logger.warning("forgetting run {} of thread {}: its replica stopped before it "
-                           "started or after it ended", run.run_id, run.thread_id)
+            logger.warning(
+                "forgetting run {} of thread {}: its replica stopped before it "
+                "started or after it ended",
+                run.run_id,
+                run.thread_id,
+            )
             await prune_thread(self.checkpointer, checkpoint_key(run.thread_id, run.run_id))
             await self.leases.release_stale(run.run_id)
         return len(stale)
@@ -322,9 +343,11 @@ class TurnRunner:
             state = None  # continue from the checkpoint
         else:
             state = {
-                "thread_id": thread_id, "run_id": run_id,
+                "thread_id": thread_id,
+                "run_id": run_id,
                 "request_id": started.metadata.get("request_id"),
-                "user": started.metadata.get("user"), **recorded_input(started),
+                "user": started.metadata.get("user"),
+                **recorded_input(started),
             }
         handle = self._launch(thread_id, run_id, state, TurnContext())
         if await self.leases.is_cancel_requested(run_id):
@@ -332,10 +355,18 @@ class TurnRunner:
 
     async def _close_interrupted(self, thread_id: str, run_id: str) -> None:
         logger.error("closing run {} of thread {} as interrupted", run_id, thread_id)
-        state: TurnState = {"thread_id": thread_id, "run_id": run_id, "outcome": {
-            "status": "failed", "content": "", "model": "",
-            "error": {"code": "interrupted",
-                      "message": "the run was interrupted and could not be resumed"},
-        }}
+        state: TurnState = {
+            "thread_id": thread_id,
+            "run_id": run_id,
+            "outcome": {
+                "status": "failed",
+                "content": "",
+                "model": "",
+                "error": {
+                    "code": "interrupted",
+                    "message": "the run was interrupted and could not be resumed",
+                },
+            },
+        }
         await append_outcome(self.store, state)
         await self._forget(thread_id, run_id)

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from main_backend.events.tables import ID, UTCDateTime, metadata
 
 run_leases = sa.Table(
-    "run_leases", metadata,
+    "run_leases",
+    metadata,
     sa.Column("run_id", ID, primary_key=True),
     sa.Column("thread_id", ID, nullable=False),
     # The user the run answers: their runs in flight are counted against
@@ -26,7 +27,8 @@ run_leases = sa.Table(
 )
 
 idempotency_keys = sa.Table(
-    "idempotency_keys", metadata,
+    "idempotency_keys",
+    metadata,
     sa.Column("owner", sa.String(255), primary_key=True),
     sa.Column("key", sa.String(255), primary_key=True),
     sa.Column("request_hash", sa.String(64), nullable=False),

@@ -42,7 +42,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 async def page_threads(
-    store: EventStore, *, owner: str | None, include_deleted: bool, limit: int,
+    store: EventStore,
+    *,
+    owner: str | None,
+    include_deleted: bool,
+    limit: int,
     cursor: str | None,
 ) -> tuple[list[ThreadState], str | None]:
     """Threads most recently updated first (one owner's or everyone's), a page at a time."""
@@ -57,11 +61,14 @@ async def page_threads(
         query = query.where(threads_table.c.deleted.is_(False))
     if cursor:
         updated_at, thread_id = decode_cursor(cursor)
-        query = query.where(sa.or_(
-            threads_table.c.updated_at < updated_at,
-            sa.and_(threads_table.c.updated_at == updated_at,
-                    threads_table.c.thread_id < thread_id),
-        ))
+        query = query.where(
+            sa.or_(
+                threads_table.c.updated_at < updated_at,
+                sa.and_(
+                    threads_table.c.updated_at == updated_at, threads_table.c.thread_id < thread_id
+                ),
+            )
+        )
     async with store.db.engine.connect() as conn:
         found = [thread_from_row(row) for row in await conn.execute(query)]
     page = found[:limit]
@@ -72,29 +79,47 @@ class ThreadService:
     def __init__(self, store: EventStore) -> None:
         self.store = store
 
-    async def create(self, user: str, title: str | None, metadata: dict[str, Any],
-                     request_id: str | None) -> ThreadState:
+    async def create(
+        self, user: str, title: str | None, metadata: dict[str, Any], request_id: str | None
+    ) -> ThreadState:
         thread_id = str(uuid.uuid4())
-        await self.store.append(thread_id, [NewEvent(THREAD_CREATED, {
-            "owner": user, "title": title, "metadata": metadata, "forked_from": None,
-        }, {"request_id": request_id, "user": user})], 0)
+        await self.store.append(
+            thread_id,
+            [
+                NewEvent(
+                    THREAD_CREATED,
+                    {
+                        "owner": user,
+                        "title": title,
+                        "metadata": metadata,
+                        "forked_from": None,
+                    },
+                    {"request_id": request_id, "user": user},
+                )
+            ],
+            0,
+        )
         return await owned_thread(self.store, thread_id, user)
 
     async def get(self, user: str, thread_id: str) -> ThreadState:
         return await owned_thread(self.store, thread_id, user)
 
-    async def list(self, user: str, limit: int, cursor: str | None
-                   ) -> tuple[list[ThreadState], str | None]:
-        return await page_threads(self.store, owner=user, include_deleted=False, limit=limit,
-                                  cursor=cursor)
+    async def list(
+        self, user: str, limit: int, cursor: str | None
+    ) -> tuple[list[ThreadState], str | None]:
+        return await page_threads(
+            self.store, owner=user, include_deleted=False, limit=limit, cursor=cursor
+        )
 
-    async def messages(self, user: str, thread_id: str, after_version: int, limit: int
-                       ) -> tuple[list[MessageState], str | None]:
+    async def messages(
+        self, user: str, thread_id: str, after_version: int, limit: int
+    ) -> tuple[list[MessageState], str | None]:
         await owned_thread(self.store, thread_id, user)
         query = (
             sa.select(messages_table)
-            .where(messages_table.c.thread_id == thread_id,
-                   messages_table.c.version > after_version)
+            .where(
+                messages_table.c.thread_id == thread_id, messages_table.c.version > after_version
+            )
             .order_by(messages_table.c.version)
             .limit(limit + 1)
         )
@@ -103,36 +128,57 @@ class ThreadService:
         page = found[:limit]
         return page, str(page[-1].version) if len(found) > limit else None
 
-    async def update(self, user: str, thread_id: str, changes: dict[str, Any],
-                     request_id: str | None) -> ThreadState:
-        return await self._append(user, thread_id, NewEvent(
-            THREAD_UPDATED, changes, {"request_id": request_id, "user": user}))
+    async def update(
+        self, user: str, thread_id: str, changes: dict[str, Any], request_id: str | None
+    ) -> ThreadState:
+        return await self._append(
+            user,
+            thread_id,
+            NewEvent(THREAD_UPDATED, changes, {"request_id": request_id, "user": user}),
+        )
 
     async def delete(self, user: str, thread_id: str, request_id: str | None) -> None:
-        await self._append(user, thread_id, NewEvent(
-            THREAD_DELETED, {}, {"request_id": request_id, "user": user}))
+        await self._append(
+            user, thread_id, NewEvent(THREAD_DELETED, {}, {"request_id": request_id, "user": user})
+        )
 
-    async def fork(self, user: str, thread_id: str, at_version: int | None,
-                   request_id: str | None) -> ThreadState:
+    async def fork(
+        self, user: str, thread_id: str, at_version: int | None, request_id: str | None
+    ) -> ThreadState:
         """A new thread of the same user holding the history up to `at_version`."""
         source = await owned_thread(self.store, thread_id, user)
         at = source.version if at_version is None else at_version
         if not 1 <= at <= source.version:
-            raise InvalidRequest(f"at_version must be between 1 and {source.version}",
-                                 "at_version")
+            raise InvalidRequest(f"at_version must be between 1 and {source.version}", "at_version")
         state, messages = fold(await self.store.read_thread(thread_id, to_version=at))
         assert state is not None
         metadata = {"request_id": request_id, "user": user}
         fork_id = str(uuid.uuid4())
-        created = NewEvent(THREAD_CREATED, {
-            "owner": user, "title": state.title, "metadata": state.metadata,
-            "forked_from": {"thread_id": thread_id, "version": at},
-            "system_prompt": state.system_prompt,
-        }, metadata)
-        copies = [NewEvent(MESSAGE_ADDED, {
-            "message_id": new_id(), "role": m.role, "content": m.content, "run_id": None,
-            "partial": m.partial,
-        }, metadata) for m in messages]
+        created = NewEvent(
+            THREAD_CREATED,
+            {
+                "owner": user,
+                "title": state.title,
+                "metadata": state.metadata,
+                "forked_from": {"thread_id": thread_id, "version": at},
+                "system_prompt": state.system_prompt,
+            },
+            metadata,
+        )
+        copies = [
+            NewEvent(
+                MESSAGE_ADDED,
+                {
+                    "message_id": new_id(),
+                    "role": m.role,
+                    "content": m.content,
+                    "run_id": None,
+                    "partial": m.partial,
+                },
+                metadata,
+            )
+            for m in messages
+        ]
         await self.store.append(fork_id, [created, *copies], 0)
         return await owned_thread(self.store, fork_id, user)
 

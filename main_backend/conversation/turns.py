@@ -75,10 +75,20 @@ async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> Tur
         _require_user_last(command)
         thread_id = str(uuid.uuid4())
         expected_version = 0
-        head = [NewEvent(THREAD_CREATED, {
-            "owner": command.user, "title": None, "metadata": command.metadata or {},
-            "forked_from": None, "system_prompt": command.system_prompt,
-        }, metadata, input_event_id(run_id, 0))]
+        head = [
+            NewEvent(
+                THREAD_CREATED,
+                {
+                    "owner": command.user,
+                    "title": None,
+                    "metadata": command.metadata or {},
+                    "forked_from": None,
+                    "system_prompt": command.system_prompt,
+                },
+                metadata,
+                input_event_id(run_id, 0),
+            )
+        ]
     else:
         thread = await owned_thread(store, command.thread_id, command.user)
         for name in ("system_prompt", "metadata"):
@@ -94,20 +104,36 @@ async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> Tur
             await _require_unanswered_question(store, thread)
         thread_id, expected_version, head = thread.thread_id, thread.version, []
     messages = [
-        NewEvent(MESSAGE_ADDED, {
-            "message_id": input_message_id(run_id, i), "role": m.role, "content": m.content,
-            "run_id": None, "partial": False,
-        }, metadata, input_event_id(run_id, i + 1))
+        NewEvent(
+            MESSAGE_ADDED,
+            {
+                "message_id": input_message_id(run_id, i),
+                "role": m.role,
+                "content": m.content,
+                "run_id": None,
+                "partial": False,
+            },
+            metadata,
+            input_event_id(run_id, i + 1),
+        )
         for i, m in enumerate(command.messages)
     ]
     params = {"temperature": command.temperature, "max_tokens": command.max_tokens}
     prompt_version = expected_version + len(head) + len(messages)
-    started = NewEvent(RUN_STARTED, {
-        "run_id": run_id, "model": command.model, "params": params,
-        "prompt_version": prompt_version,
-    }, metadata, run_started_id(run_id))
-    return TurnPlan(thread_id, run_id, expected_version, [*head, *messages, started],
-                    command.model, params)
+    started = NewEvent(
+        RUN_STARTED,
+        {
+            "run_id": run_id,
+            "model": command.model,
+            "params": params,
+            "prompt_version": prompt_version,
+        },
+        metadata,
+        run_started_id(run_id),
+    )
+    return TurnPlan(
+        thread_id, run_id, expected_version, [*head, *messages, started], command.model, params
+    )
 
 
 def _require_user_last(command: ChatCommand) -> None:

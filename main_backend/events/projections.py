@@ -102,8 +102,9 @@ def _fold_or_skip(events: list[StoredEvent]) -> tuple[ThreadState | None, list[M
     try:
         return fold(events)
     except InvalidEvent as exc:
-        logger.error("thread {} cannot be folded from its log and is left out: {}",
-                     events[0].thread_id, exc)
+        logger.error(
+            "thread {} cannot be folded from its log and is left out: {}", events[0].thread_id, exc
+        )
         return None, []
 
 
@@ -158,13 +159,19 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def _diff(kind: str, key: dict[str, Any], expected: dict[str, Any],
-          actual: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _diff(
+    kind: str, key: dict[str, Any], expected: dict[str, Any], actual: dict[str, Any] | None
+) -> list[dict[str, Any]]:
     if actual is None:
         return [{"kind": f"missing_{kind}", **key}]
     return [
-        {"kind": kind, **key, "field": name, "expected": _jsonable(expected[name]),
-         "actual": _jsonable(actual.get(name))}
+        {
+            "kind": kind,
+            **key,
+            "field": name,
+            "expected": _jsonable(expected[name]),
+            "actual": _jsonable(actual.get(name)),
+        }
         for name in expected
         if expected[name] != actual.get(name)
     ]
@@ -182,8 +189,9 @@ async def verify(db: Database) -> VerifyReport:
             if state is None:
                 continue
             key = {"thread_id": state.thread_id}
-            mismatches += _diff("thread", key, thread_row(state),
-                                stored_threads.pop(state.thread_id, None))
+            mismatches += _diff(
+                "thread", key, thread_row(state), stored_threads.pop(state.thread_id, None)
+            )
             stored_messages = {
                 row.message_id: message_row(message_from_row(row))
                 for row in await conn.execute(
@@ -191,9 +199,12 @@ async def verify(db: Database) -> VerifyReport:
                 )
             }
             for message in messages:
-                mismatches += _diff("message", {**key, "message_id": message.message_id},
-                                    message_row(message),
-                                    stored_messages.pop(message.message_id, None))
+                mismatches += _diff(
+                    "message",
+                    {**key, "message_id": message.message_id},
+                    message_row(message),
+                    stored_messages.pop(message.message_id, None),
+                )
             mismatches += [
                 {"kind": "extra_message", **key, "message_id": message_id}
                 for message_id in stored_messages

@@ -76,9 +76,14 @@ class EventStore:
             state = await projections.load_thread(conn, thread_id)
             pending = [
                 StoredEvent(
-                    position=0, event_id=e.event_id, thread_id=thread_id,
-                    version=expected_version + i, type=e.type, data=e.data,
-                    metadata=e.metadata, recorded_at=recorded_at,
+                    position=0,
+                    event_id=e.event_id,
+                    thread_id=thread_id,
+                    version=expected_version + i,
+                    type=e.type,
+                    data=e.data,
+                    metadata=e.metadata,
+                    recorded_at=recorded_at,
                 )
                 for i, e in enumerate(batch, start=1)
             ]
@@ -114,20 +119,24 @@ class EventStore:
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
         async with self.db.engine.connect() as conn:
-            row = (await conn.execute(
-                sa.select(events_table).where(events_table.c.event_id == event_id)
-            )).first()
+            row = (
+                await conn.execute(
+                    sa.select(events_table).where(events_table.c.event_id == event_id)
+                )
+            ).first()
         return None if row is None else event_from_row(row)
 
     async def read_thread(
-        self, thread_id: str, from_version: int = 1, to_version: int | None = None,
+        self,
+        thread_id: str,
+        from_version: int = 1,
+        to_version: int | None = None,
         limit: int | None = None,
     ) -> list[StoredEvent]:
         """The thread's events from `from_version` up to `to_version`, oldest first."""
         query = (
             sa.select(events_table)
-            .where(events_table.c.thread_id == thread_id,
-                   events_table.c.version >= from_version)
+            .where(events_table.c.thread_id == thread_id, events_table.c.version >= from_version)
             .order_by(events_table.c.version)
         )
         if to_version is not None:
@@ -164,13 +173,17 @@ class EventStore:
                 if upper is None:
                     upper = await _current_version(conn, thread_id)
                 lower = max(1, upper - window + 1)
-                rows = (await conn.execute(
-                    sa.select(events_table)
-                    .where(events_table.c.thread_id == thread_id,
-                           events_table.c.version.between(lower, upper),
-                           events_table.c.type == MESSAGE_ADDED)
-                    .order_by(events_table.c.version.desc())
-                )).all()
+                rows = (
+                    await conn.execute(
+                        sa.select(events_table)
+                        .where(
+                            events_table.c.thread_id == thread_id,
+                            events_table.c.version.between(lower, upper),
+                            events_table.c.type == MESSAGE_ADDED,
+                        )
+                        .order_by(events_table.c.version.desc())
+                    )
+                ).all()
             for row in rows:
                 message = readable_message(event_from_row(row))
                 if message is not None:
@@ -202,16 +215,19 @@ async def _stored_as(
 ) -> list[StoredEvent] | None:
     """The stored events if this exact append happened before; None if none of it did."""
     ids = [e.event_id for e in batch]
-    rows = await conn.execute(
-        sa.select(events_table).where(events_table.c.event_id.in_(ids))
-    )
+    rows = await conn.execute(sa.select(events_table).where(events_table.c.event_id.in_(ids)))
     found = {row.event_id: event_from_row(row) for row in rows}
     if not found:
         return None
     stored = [found.get(e.event_id) for e in batch]
     for i, (new, old) in enumerate(zip(batch, stored, strict=True), start=1):
-        if (old is None or old.thread_id != thread_id or old.version != expected_version + i
-                or old.type != new.type or old.data != new.data):
+        if (
+            old is None
+            or old.thread_id != thread_id
+            or old.version != expected_version + i
+            or old.type != new.type
+            or old.data != new.data
+        ):
             raise EventIdConflict(
                 f"{len(found)} of the {len(batch)} events are stored already, but not as "
                 f"this append (thread {thread_id}, after version {expected_version})"

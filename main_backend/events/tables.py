@@ -14,12 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from main_backend.events.types import StoredEvent
 from main_backend.values import sanitise
 
-metadata = sa.MetaData(naming_convention={
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-})
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
@@ -48,7 +50,8 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 ID = sa.String(64)
 
 events = sa.Table(
-    "events", metadata,
+    "events",
+    metadata,
     sa.Column("position", PositionType, primary_key=True, autoincrement=True),
     sa.Column("event_id", ID, nullable=False, unique=True),
     sa.Column("thread_id", ID, nullable=False),
@@ -61,7 +64,8 @@ events = sa.Table(
 )
 
 threads = sa.Table(
-    "threads", metadata,
+    "threads",
+    metadata,
     sa.Column("thread_id", ID, primary_key=True),
     sa.Column("owner", sa.String(255), nullable=False),
     sa.Column("title", sa.Text, nullable=True),
@@ -83,7 +87,8 @@ threads = sa.Table(
 )
 
 messages = sa.Table(
-    "messages", metadata,
+    "messages",
+    metadata,
     sa.Column("message_id", ID, primary_key=True),
     sa.Column("thread_id", ID, sa.ForeignKey("threads.thread_id"), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
@@ -116,8 +121,7 @@ def event_from_row(row: sa.Row) -> StoredEvent:
 def _object(value: Any, where: str) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
-    logger.warning("the {} holds JSON that is not an object; served as {{\"value\": ...}}",
-                   where)
+    logger.warning('the {} holds JSON that is not an object; served as {{"value": ...}}', where)
     return {"value": value}
 
 

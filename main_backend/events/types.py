@@ -32,8 +32,9 @@ REQUIRED_FIELDS: dict[str, frozenset[str]] = {
     THREAD_CREATED: frozenset({"owner", "title", "metadata", "forked_from"}),
     MESSAGE_ADDED: frozenset({"message_id", "role", "content", "run_id", "partial"}),
     RUN_STARTED: frozenset({"run_id", "model", "params", "prompt_version"}),
-    RUN_COMPLETED: frozenset({"run_id", "message_id", "finish_reason", "usage", "latency_ms",
-                              "ttft_ms"}),
+    RUN_COMPLETED: frozenset(
+        {"run_id", "message_id", "finish_reason", "usage", "latency_ms", "ttft_ms"}
+    ),
     RUN_FAILED: frozenset({"run_id", "error", "partial_content"}),
     RUN_CANCELLED: frozenset({"run_id", "message_id"}),
     THREAD_UPDATED: frozenset(),
@@ -41,10 +42,20 @@ REQUIRED_FIELDS: dict[str, frozenset[str]] = {
 }
 # The types some of those fields must have: what the fold reads them as.
 FIELD_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
-    THREAD_CREATED: {"owner": str, "title": (str, type(None)), "metadata": dict,
-                     "forked_from": (dict, type(None)), "system_prompt": (str, type(None))},
-    MESSAGE_ADDED: {"message_id": str, "role": str, "content": str, "run_id": (str, type(None)),
-                    "partial": bool},
+    THREAD_CREATED: {
+        "owner": str,
+        "title": (str, type(None)),
+        "metadata": dict,
+        "forked_from": (dict, type(None)),
+        "system_prompt": (str, type(None)),
+    },
+    MESSAGE_ADDED: {
+        "message_id": str,
+        "role": str,
+        "content": str,
+        "run_id": (str, type(None)),
+        "partial": bool,
+    },
     RUN_STARTED: {"run_id": str, "model": str, "params": dict, "prompt_version": int},
     THREAD_UPDATED: {"title": (str, type(None)), "metadata": dict},
 }
@@ -113,13 +124,18 @@ def _check_json(type_: str, data: dict[str, Any], metadata: dict[str, Any]) -> N
     within their limits, and JSON that round-trips: what every read can serve."""
     try:
         if isinstance(data.get("metadata"), dict):
-            check_json(data["metadata"], ["metadata"], max_depth=METADATA_MAX_DEPTH,
-                       max_bytes=METADATA_MAX_BYTES)
+            check_json(
+                data["metadata"],
+                ["metadata"],
+                max_depth=METADATA_MAX_DEPTH,
+                max_bytes=METADATA_MAX_BYTES,
+            )
         check_json(data, [], max_depth=EVENT_MAX_DEPTH)
         check_json(metadata, ["event_metadata"], max_depth=EVENT_MAX_DEPTH)
     except ValueProblem as exc:
-        raise InvalidEvent(f"{type_}: {exc.field or 'data'} {exc.message}",
-                           exc.field or None) from exc
+        raise InvalidEvent(
+            f"{type_}: {exc.field or 'data'} {exc.message}", exc.field or None
+        ) from exc
     try:
         json.dumps([data, metadata], allow_nan=False)
     except (TypeError, ValueError) as exc:

@@ -45,8 +45,12 @@ POSTGRES_TRIGGERS = [
 def upgrade() -> None:
     op.create_table(
         "events",
-        sa.Column("position", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-                  autoincrement=True, nullable=False),
+        sa.Column(
+            "position",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.Column("event_id", ID, nullable=False),
         sa.Column("thread_id", ID, nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
@@ -74,8 +78,9 @@ def upgrade() -> None:
         sa.Column("deleted", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("thread_id", name="pk_threads"),
     )
-    op.create_index("ix_threads_owner_updated_at_thread_id", "threads",
-                    ["owner", "updated_at", "thread_id"])
+    op.create_index(
+        "ix_threads_owner_updated_at_thread_id", "threads", ["owner", "updated_at", "thread_id"]
+    )
     op.create_table(
         "messages",
         sa.Column("message_id", ID, nullable=False),
@@ -86,8 +91,9 @@ def upgrade() -> None:
         sa.Column("run_id", ID, nullable=True),
         sa.Column("partial", sa.Boolean(), nullable=False),
         sa.Column("created_at", TIMESTAMP, nullable=False),
-        sa.ForeignKeyConstraint(["thread_id"], ["threads.thread_id"],
-                                name="fk_messages_thread_id_threads"),
+        sa.ForeignKeyConstraint(
+            ["thread_id"], ["threads.thread_id"], name="fk_messages_thread_id_threads"
+        ),
         sa.PrimaryKeyConstraint("message_id", name="pk_messages"),
         sa.UniqueConstraint("thread_id", "version", name="uq_messages_thread_id_version"),
     )

@@ -128,9 +128,11 @@ def _upgrade_postgres() -> None:
     op.execute(POSTGRES_MIGRATIONS[0])
     latest = -1
     if not context.is_offline_mode():
-        recorded = op.get_bind().execute(
-            sa.text("SELECT v FROM checkpoint_migrations ORDER BY v DESC LIMIT 1")
-        ).scalar()
+        recorded = (
+            op.get_bind()
+            .execute(sa.text("SELECT v FROM checkpoint_migrations ORDER BY v DESC LIMIT 1"))
+            .scalar()
+        )
         latest = -1 if recorded is None else recorded
     for version in range(latest + 1, len(POSTGRES_MIGRATIONS)):
         op.execute(_in_transaction(POSTGRES_MIGRATIONS[version]))

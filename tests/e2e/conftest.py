@@ -36,7 +36,9 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.fakes.openai_server", "--port", "0"],
-            cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline().strip()
@@ -47,8 +49,9 @@ class FakeUpstream:
         self.base = self.url.removesuffix("/v1")
 
     def script(self, *behaviours: dict[str, Any]) -> None:
-        response = httpx.post(self.base + "/_fake/script", json={"behaviours": list(behaviours)},
-                              timeout=5)
+        response = httpx.post(
+            self.base + "/_fake/script", json={"behaviours": list(behaviours)}, timeout=5
+        )
         response.raise_for_status()
 
     def reset(self) -> None:
@@ -57,8 +60,11 @@ class FakeUpstream:
     def chat_requests(self) -> list[dict[str, Any]]:
         response = httpx.get(self.base + "/_fake/requests", timeout=5)
         response.raise_for_status()
-        return [r for r in response.json()["requests"]
-                if r["method"] == "POST" and r["path"] == "/v1/chat/completions"]
+        return [
+            r
+            for r in response.json()["requests"]
+            if r["method"] == "POST" and r["path"] == "/v1/chat/completions"
+        ]
 
     def close(self) -> None:
         stop_process(self.process)
@@ -84,17 +90,24 @@ def upstream(fake_upstream: FakeUpstream) -> FakeUpstream:
 
 def agent_env(fake_upstream: FakeUpstream) -> dict[str, str]:
     """An llm_agent on the openai provider, in front of the fake upstream, retrying fast."""
-    return {"LLM_PROVIDER": "openai", "OPENAI_API_KEY": "sk-e2e",
-            "OPENAI_BASE_URL": fake_upstream.url, "RETRY_BASE_DELAY": "0.01",
-            "RETRY_MAX_DELAY": "0.02"}
+    return {
+        "LLM_PROVIDER": "openai",
+        "OPENAI_API_KEY": "sk-e2e",
+        "OPENAI_BASE_URL": fake_upstream.url,
+        "RETRY_BASE_DELAY": "0.01",
+        "RETRY_MAX_DELAY": "0.02",
+    }
 
 
 @pytest.fixture(scope="module")
 def llm_agent_url(
     fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    agent = ServiceProcess("llm_agent.main:app", agent_env(fake_upstream),
-                           tmp_path_factory.mktemp("llm-agent") / "agent.log")
+    agent = ServiceProcess(
+        "llm_agent.main:app",
+        agent_env(fake_upstream),
+        tmp_path_factory.mktemp("llm-agent") / "agent.log",
+    )
     try:
         agent.wait_ready("/health")
         yield agent.url
@@ -106,8 +119,13 @@ class Backends:
     """Main backend processes over one database; all stopped at teardown."""
 
     def __init__(self, database_url: str, agent_url: str, log_dir: Path) -> None:
-        self.env = {"DATABASE_URL": database_url, "LLM_AGENT_URL": agent_url,
-                    "RUN_LEASE_SECONDS": "1", "RUN_POLL_SECONDS": "0.2", "LOG_LEVEL": "INFO"}
+        self.env = {
+            "DATABASE_URL": database_url,
+            "LLM_AGENT_URL": agent_url,
+            "RUN_LEASE_SECONDS": "1",
+            "RUN_POLL_SECONDS": "0.2",
+            "LOG_LEVEL": "INFO",
+        }
         self.log_dir = log_dir
         self.started: list[ServiceProcess] = []
 

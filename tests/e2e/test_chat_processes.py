@@ -38,8 +38,9 @@ def chat(client: httpx.Client, backend: ServiceProcess, body: dict[str, Any]) ->
     return response.json()
 
 
-def messages_of(client: httpx.Client, backend: ServiceProcess,
-                thread_id: str) -> list[dict[str, Any]]:
+def messages_of(
+    client: httpx.Client, backend: ServiceProcess, thread_id: str
+) -> list[dict[str, Any]]:
     response = client.get(f"{backend.url}/threads/{thread_id}/messages")
     assert response.status_code == 200, response.text
     return response.json()["messages"]
@@ -47,8 +48,7 @@ def messages_of(client: httpx.Client, backend: ServiceProcess,
 
 def prompt_of(request: dict[str, Any]) -> list[tuple[str, str]]:
     """The (role, content) pairs the upstream received, system messages aside."""
-    return [(m["role"], m["content"]) for m in request["body"]["messages"]
-            if m["role"] != "system"]
+    return [(m["role"], m["content"]) for m in request["body"]["messages"] if m["role"] != "system"]
 
 
 def iter_sse(response: httpx.Response) -> Iterator[Event]:
@@ -71,8 +71,9 @@ def iter_sse(response: httpx.Response) -> Iterator[Event]:
 def test_history_survives_a_backend_restart_and_is_replayed_in_order(
     backends: Backends, upstream: FakeUpstream
 ) -> None:
-    upstream.script({"content": "First answer."}, {"content": "Second answer."},
-                    {"content": "Third answer."})
+    upstream.script(
+        {"content": "First answer."}, {"content": "Second answer."}, {"content": "Third answer."}
+    )
     with httpx.Client(timeout=HTTP_TIMEOUT) as client:
         backend = backends.start()
         first = chat(client, backend, ask("Question one?"))
@@ -86,26 +87,39 @@ def test_history_survives_a_backend_restart_and_is_replayed_in_order(
         third = chat(client, backend, ask("Question three?", thread_id=thread_id))
         assert (second["thread_id"], third["thread_id"]) == (thread_id, thread_id)
         assert (second["message"]["content"], third["message"]["content"]) == (
-            "Second answer.", "Third answer.")
+            "Second answer.",
+            "Third answer.",
+        )
 
         requests = upstream.chat_requests()
         assert len(requests) == 3
         assert prompt_of(requests[2]) == [
-            ("user", "Question one?"), ("assistant", "First answer."),
-            ("user", "Question two?"), ("assistant", "Second answer."),
+            ("user", "Question one?"),
+            ("assistant", "First answer."),
+            ("user", "Question two?"),
+            ("assistant", "Second answer."),
             ("user", "Question three?"),
         ]
 
         messages = messages_of(client, backend, thread_id)
     assert [(m["role"], m["content"]) for m in messages] == [
-        ("user", "Question one?"), ("assistant", "First answer."),
-        ("user", "Question two?"), ("assistant", "Second answer."),
-        ("user", "Question three?"), ("assistant", "Third answer."),
+        ("user", "Question one?"),
+        ("assistant", "First answer."),
+        ("user", "Question two?"),
+        ("assistant", "Second answer."),
+        ("user", "Question three?"),
+        ("assistant", "Third answer."),
     ]
     versions = [m["version"] for m in messages]
     assert versions == sorted(set(versions)), versions
     assert [m["run_id"] for m in messages] == [
-        None, first["run_id"], None, second["run_id"], None, third["run_id"]]
+        None,
+        first["run_id"],
+        None,
+        second["run_id"],
+        None,
+        third["run_id"],
+    ]
     assert third["version"] > versions[-1]  # run.completed follows the answer
 
 
@@ -137,7 +151,10 @@ def test_stream_is_framed_on_the_wire_and_matches_the_stored_answer(
         thread_id = started["thread_id"]
         [appended] = started["messages"]
         assert (appended["role"], appended["content"], appended["run_id"]) == (
-            "user", "Stream to me", None)
+            "user",
+            "Stream to me",
+            None,
+        )
         answer = "".join(e.data["text"] for e in events[1:-1])
         assert answer == "".join(chunks)
         assert completed["message"]["content"] == answer
@@ -192,14 +209,14 @@ def test_backend_killed_mid_stream_resumes_and_ends_the_run_once(
             raise
 
         events, thread = read_log(database_url, thread_id)
-        terminal = [e for e in events
-                    if e.type in RUN_TERMINAL_TYPES and e.data["run_id"] == run_id]
+        terminal = [
+            e for e in events if e.type in RUN_TERMINAL_TYPES and e.data["run_id"] == run_id
+        ]
         assert len(terminal) == 1, [(e.version, e.type) for e in events]
         assert terminal[0].event_id == terminal_event_id(run_id)
         added = [e for e in events if e.type == MESSAGE_ADDED]
         assert [e.data["content"] for e in added if e.data["role"] == "user"] == [question]
-        answers = [e for e in added if e.data["role"] == "assistant"
-                   and e.data["run_id"] == run_id]
+        answers = [e for e in added if e.data["role"] == "assistant" and e.data["run_id"] == run_id]
         assert len(answers) <= 1
         # Resumed from its checkpoint (not closed as interrupted): the LLM call ran again.
         assert terminal[0].type == "run.completed", terminal[0].data
@@ -211,7 +228,9 @@ def test_backend_killed_mid_stream_resumes_and_ends_the_run_once(
         assert follow_up["message"]["content"]
         stored = messages_of(client, backend, thread_id)
     assert [m["content"] for m in stored if m["role"] == "user"] == [
-        question, "Are you still there?"]
+        question,
+        "Are you still there?",
+    ]
 
 
 # 4 ------------------------------------------------------------------------------------
@@ -227,12 +246,15 @@ def race_two_turns(
         with httpx.Client(timeout=HTTP_TIMEOUT) as client:
             client.get(target.url + "/")  # connect first, so both requests leave together
             gate.wait(timeout=10)
-            return question, client.post(target.url + "/chat/",
-                                         json=ask(question, thread_id=thread_id))
+            return question, client.post(
+                target.url + "/chat/", json=ask(question, thread_id=thread_id)
+            )
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [pool.submit(send, target, f"Concurrent question {i}")
-                   for i, target in enumerate(targets, start=1)]
+        futures = [
+            pool.submit(send, target, f"Concurrent question {i}")
+            for i, target in enumerate(targets, start=1)
+        ]
         return [f.result() for f in futures]
 
 
@@ -262,7 +284,11 @@ def check_one_turn_won(
     assert thread.version == before + 4 == winner.json()["version"]
     turn = events[before:]
     assert [e.type for e in turn] == [
-        "message.added", "run.started", "message.added", "run.completed"]
+        "message.added",
+        "run.started",
+        "message.added",
+        "run.completed",
+    ]
     assert turn[0].data["content"] == won
     assert len(upstream.chat_requests()) == 2  # the opening turn and the winner's
     # The client sent no expected_version: the refusal is "busy", not a version conflict.

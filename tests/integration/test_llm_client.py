@@ -47,8 +47,9 @@ async def make_client(start_agent: StartAgent) -> AsyncIterator[MakeClient]:
     """Clients are closed before the agents stop (this fixture depends on theirs)."""
     clients: list[LLMAgentClient] = []
 
-    def make(base_url: str, timeout: float = 5.0, token: str | None = None,
-             **pool: Any) -> LLMAgentClient:
+    def make(
+        base_url: str, timeout: float = 5.0, token: str | None = None, **pool: Any
+    ) -> LLMAgentClient:
         clients.append(LLMAgentClient(base_url, timeout, token, **pool))
         return clients[-1]
 
@@ -63,8 +64,9 @@ def client(start_agent: StartAgent, make_client: MakeClient) -> LLMAgentClient:
 
 
 def call(client: LLMAgentClient, request_id: str | None = None) -> AsyncIterator[Any]:
-    return client.stream(HI, model="gpt-4o-mini", temperature=0.5, max_tokens=None,
-                         request_id=request_id)
+    return client.stream(
+        HI, model="gpt-4o-mini", temperature=0.5, max_tokens=None, request_id=request_id
+    )
 
 
 async def collect(client: LLMAgentClient) -> tuple[list[Any], LLMError | None]:
@@ -125,18 +127,40 @@ async def test_a_wrong_token_means_the_agent_is_unavailable(
     assert upstream.chat_requests == []
 
 
-@pytest.mark.parametrize(("fault", "overrides", "deltas", "code", "status", "retryable"), [
-    ({"status": 401}, {}, 0, "llm_upstream_error", 502, False),
-    ({"chunks": CHUNKS, "drop_after": 2}, {}, 2, "llm_upstream_error", 502, True),
-    ({"chunks": CHUNKS, "malformed_after": 1}, {}, 1, "llm_upstream_error", 502, True),
-    ({"chunks": CHUNKS, "stall_after": 1, "stall_seconds": 5},
-     {"openai_read_timeout": 0.3}, 1, "llm_timeout", 504, True),
-    ({"chunks": CHUNKS, "stall_after": 0, "stall_seconds": 5},
-     {"openai_read_timeout": 0.3, "retry_max_attempts": 1}, 0, "llm_timeout", 504, True),
-], ids=["upstream-401", "drop-after-2", "malformed", "stall-mid-stream", "stall-before-output"])
+@pytest.mark.parametrize(
+    ("fault", "overrides", "deltas", "code", "status", "retryable"),
+    [
+        ({"status": 401}, {}, 0, "llm_upstream_error", 502, False),
+        ({"chunks": CHUNKS, "drop_after": 2}, {}, 2, "llm_upstream_error", 502, True),
+        ({"chunks": CHUNKS, "malformed_after": 1}, {}, 1, "llm_upstream_error", 502, True),
+        (
+            {"chunks": CHUNKS, "stall_after": 1, "stall_seconds": 5},
+            {"openai_read_timeout": 0.3},
+            1,
+            "llm_timeout",
+            504,
+            True,
+        ),
+        (
+            {"chunks": CHUNKS, "stall_after": 0, "stall_seconds": 5},
+            {"openai_read_timeout": 0.3, "retry_max_attempts": 1},
+            0,
+            "llm_timeout",
+            504,
+            True,
+        ),
+    ],
+    ids=["upstream-401", "drop-after-2", "malformed", "stall-mid-stream", "stall-before-output"],
+)
 async def test_upstream_faults_map_to_api_codes(
-    start_agent: StartAgent, make_client: MakeClient, upstream: FakeOpenAI,
-    fault: dict[str, Any], overrides: dict[str, Any], deltas: int, code: str, status: int,
+    start_agent: StartAgent,
+    make_client: MakeClient,
+    upstream: FakeOpenAI,
+    fault: dict[str, Any],
+    overrides: dict[str, Any],
+    deltas: int,
+    code: str,
+    status: int,
     retryable: bool,
 ) -> None:
     client = make_client(start_agent(**overrides))
@@ -231,6 +255,7 @@ async def test_health_ok(client: LLMAgentClient) -> None:
 
 # ---- wire details the real agent does not produce: a scripted SSE server ----
 
+
 def scripted(status: int, body: list[bytes], content_type: str = "text/event-stream") -> Starlette:
     async def stream(request: Request) -> Response:
         async def parts() -> AsyncIterator[bytes]:
@@ -243,23 +268,52 @@ def scripted(status: int, body: list[bytes], content_type: str = "text/event-str
     return Starlette(routes=[Route("/generate/stream", stream, methods=["POST"])])
 
 
-DONE = (b'event: done\ndata: {"finish_reason": "stop", "usage": null, "model": "m",\n'
-        b'data: "latency_ms": 5, "ttft_ms": null}\n\n')
+DONE = (
+    b'event: done\ndata: {"finish_reason": "stop", "usage": null, "model": "m",\n'
+    b'data: "latency_ms": 5, "ttft_ms": null}\n\n'
+)
 
 
-@pytest.mark.parametrize(("status", "body", "texts", "code"), [
-    (200, [b": ping\r\n\r\nid: 1\r\nevent: delta\r\ndata: {\"text\": \"a\"}\r\n\r\n",
-           b"event: future\ndata: {}\n\n: ping\n\n", b'event: delta\ndata: {"text"', b': "b"}\n\n',
-           DONE], ["a", "b"], None),
-    (200, [b'event: delta\ndata: {"text": "a"}\n\n'], ["a"], "llm_upstream_error"),
-    (200, [b'event: delta\ndata: {"text": 1}\n\n'], [], "llm_upstream_error"),
-    (200, [b"event: done\ndata: not json\n\n"], [], "llm_upstream_error"),
-    (200, [b'event: error\ndata: {"code": "upstream_rate_limited", "message": "slow down", '
-           b'"retryable": false, "retry_after": 7}\n\n'], [], "llm_rate_limited"),
-    (502, [b"<html>Bad Gateway</html>"], [], "llm_agent_unavailable"),
-    (504, [b"<html>Gateway Timeout</html>"], [], "llm_timeout"),
-], ids=["pings-crlf-multiline", "no-terminal-event", "bad-delta", "bad-json", "error-event",
-        "proxy-502", "proxy-504"])
+@pytest.mark.parametrize(
+    ("status", "body", "texts", "code"),
+    [
+        (
+            200,
+            [
+                b': ping\r\n\r\nid: 1\r\nevent: delta\r\ndata: {"text": "a"}\r\n\r\n',
+                b"event: future\ndata: {}\n\n: ping\n\n",
+                b'event: delta\ndata: {"text"',
+                b': "b"}\n\n',
+                DONE,
+            ],
+            ["a", "b"],
+            None,
+        ),
+        (200, [b'event: delta\ndata: {"text": "a"}\n\n'], ["a"], "llm_upstream_error"),
+        (200, [b'event: delta\ndata: {"text": 1}\n\n'], [], "llm_upstream_error"),
+        (200, [b"event: done\ndata: not json\n\n"], [], "llm_upstream_error"),
+        (
+            200,
+            [
+                b'event: error\ndata: {"code": "upstream_rate_limited", "message": "slow down", '
+                b'"retryable": false, "retry_after": 7}\n\n'
+            ],
+            [],
+            "llm_rate_limited",
+        ),
+        (502, [b"<html>Bad Gateway</html>"], [], "llm_agent_unavailable"),
+        (504, [b"<html>Gateway Timeout</html>"], [], "llm_timeout"),
+    ],
+    ids=[
+        "pings-crlf-multiline",
+        "no-terminal-event",
+        "bad-delta",
+        "bad-json",
+        "error-event",
+        "proxy-502",
+        "proxy-504",
+    ],
+)
 async def test_sse_wire_details(
     make_client: MakeClient, status: int, body: list[bytes], texts: list[str], code: str | None
 ) -> None:

@@ -51,9 +51,7 @@ def require_postgres() -> str:
 
 
 def postgres_url(database: str) -> str:
-    return make_url(POSTGRES_ADMIN_URL).set(database=database).render_as_string(
-        hide_password=False
-    )
+    return make_url(POSTGRES_ADMIN_URL).set(database=database).render_as_string(hide_password=False)
 
 
 def create_postgres_database(template: str | None = None) -> str:
@@ -78,8 +76,9 @@ def copy_sqlite(template: Path, target: Path) -> None:
 
 def _sync_engine(database_url: str) -> sa.Engine:
     url = make_url(database_url)
-    return sa.create_engine(url.set(
-        drivername="sqlite" if url.get_backend_name() == "sqlite" else "postgresql+psycopg"))
+    return sa.create_engine(
+        url.set(drivername="sqlite" if url.get_backend_name() == "sqlite" else "postgresql+psycopg")
+    )
 
 
 def query(database_url: str, sql: str, **params: object) -> list[tuple[object, ...]]:

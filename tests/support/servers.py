@@ -29,8 +29,9 @@ def free_port() -> int:
 @contextmanager
 def serve_in_thread(app: ASGIApp) -> Iterator[str]:
     """Run `app` under uvicorn on a free loopback port; yield its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on",
-                            timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_config=None, lifespan="on", timeout_graceful_shutdown=2
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -57,9 +58,20 @@ class ServiceProcess:
         self._log = log_path.open("wb")
         full_env = {**os.environ, **env}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", app_path, "--host", "127.0.0.1",
-             "--port", str(self.port)],
-            cwd=REPO_ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                app_path,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=REPO_ROOT,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, path: str = "/", timeout: float = 30) -> None:

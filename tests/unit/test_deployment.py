@@ -31,15 +31,26 @@ from tests.support.servers import REPO_ROOT
 
 SERVICES = {"postgres", "migrate", "main-backend", "llm-agent", "nginx"}
 ONE_SHOT = {"migrate"}
-APP_SETTINGS = {"migrate": BackendSettings, "main-backend": BackendSettings,
-                "llm-agent": AgentSettings}
+APP_SETTINGS = {
+    "migrate": BackendSettings,
+    "main-backend": BackendSettings,
+    "llm-agent": AgentSettings,
+}
 # What each image runs: (Dockerfile target, module:app, port).
-TARGETS = {"main-backend": ("main_backend.main:app", 8000),
-           "llm-agent": ("llm_agent.main:app", 8001)}
+TARGETS = {
+    "main-backend": ("main_backend.main:app", 8000),
+    "llm-agent": ("llm_agent.main:app", 8001),
+}
 FIRST_PARTY = {"main_backend", "llm_agent", "stubichat_common", "migrations"}
 POSTGRES_IMAGE_VARIABLES = {
-    "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE", "POSTGRES_DB",
-    "POSTGRES_INITDB_ARGS", "POSTGRES_INITDB_WALDIR", "POSTGRES_HOST_AUTH_METHOD", "PGDATA",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_PASSWORD_FILE",
+    "POSTGRES_DB",
+    "POSTGRES_INITDB_ARGS",
+    "POSTGRES_INITDB_WALDIR",
+    "POSTGRES_HOST_AUTH_METHOD",
+    "PGDATA",
 }
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.IGNORECASE)
 
@@ -154,7 +165,8 @@ def copied(name: str) -> dict[str, PurePosixPath]:
                 for source in sources:
                     source = source.rstrip("/")
                     into_dir = (REPO_ROOT / source).is_file() and (
-                        dest.endswith("/") or dest in {".", "./"})
+                        dest.endswith("/") or dest in {".", "./"}
+                    )
                     places[source] = target / PurePosixPath(source).name if into_dir else target
     return places
 
@@ -218,9 +230,11 @@ def test_migrate_runs_alembic_once_with_the_main_backend_image() -> None:
 
 
 def test_main_backend_starts_after_migrations_and_a_healthy_agent() -> None:
-    assert depends_on("main-backend") == {"migrate": "service_completed_successfully",
-                                          "llm-agent": "service_healthy",
-                                          "postgres": "service_healthy"}
+    assert depends_on("main-backend") == {
+        "migrate": "service_completed_successfully",
+        "llm-agent": "service_healthy",
+        "postgres": "service_healthy",
+    }
     assert seconds(service("main-backend")["stop_grace_period"]) >= 30
 
 
@@ -254,7 +268,10 @@ def test_the_backend_reaches_the_compose_postgres_and_agent() -> None:
         url = normalize_database_url(environment(name)["DATABASE_URL"])
         assert (url.host, url.port) == ("postgres", 5432)
         assert (url.username, url.password, url.database) == (
-            postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"])
+            postgres["POSTGRES_USER"],
+            postgres["POSTGRES_PASSWORD"],
+            postgres["POSTGRES_DB"],
+        )
     agent = urlsplit(environment("main-backend")["LLM_AGENT_URL"])
     assert (agent.hostname, agent.port) == ("llm-agent", TARGETS["llm-agent"][1])
 
@@ -272,8 +289,9 @@ def test_the_build_targets_are_stages_of_the_dockerfile() -> None:
 def test_each_target_is_a_slim_runtime_fed_by_a_builder(target: str) -> None:
     stages = chain(target)
     assert re.fullmatch(r"python:3\.11-slim(-\w+)?", stages[0].base)
-    sources = {copy_flags_and_paths(args)[0].get("from")
-               for st in stages for args in st.args("COPY")} - {None}
+    sources = {
+        copy_flags_and_paths(args)[0].get("from") for st in stages for args in st.args("COPY")
+    } - {None}
     assert sources, f"{target} copies nothing from a builder stage"
     for source in sources:
         assert source not in {s.name for s in stages}, "a builder must not be in the runtime"
@@ -373,8 +391,15 @@ def ignored(path: str) -> bool:
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
-    for path in (".env", "backend/.env", ".venv", "data/stubichat.db", ".git/HEAD",
-                 "main_backend/__pycache__/app.cpython-311.pyc", "tests/conftest.py"):
+    for path in (
+        ".env",
+        "backend/.env",
+        ".venv",
+        "data/stubichat.db",
+        ".git/HEAD",
+        "main_backend/__pycache__/app.cpython-311.pyc",
+        "tests/conftest.py",
+    ):
         assert ignored(path), f"{path} would be sent to the build"
 
 
@@ -382,8 +407,11 @@ def test_dockerignore_keeps_what_the_images_copy() -> None:
     sources = {"pyproject.toml"} | {s for target in TARGETS for s in copied(target)}
     for source in sources:
         root = REPO_ROOT / source
-        files = [root] if root.is_file() else [p for p in root.rglob("*.py")
-                                                if "__pycache__" not in p.parts]
+        files = (
+            [root]
+            if root.is_file()
+            else [p for p in root.rglob("*.py") if "__pycache__" not in p.parts]
+        )
         assert files, f"{source} does not exist"
         for path in files:
             relative = path.relative_to(REPO_ROOT).as_posix()
@@ -426,8 +454,7 @@ def test_nginx_bounds_slow_headers_and_bodies() -> None:
 
 
 def test_nginx_proxies_to_the_main_backend_through_docker_dns() -> None:
-    variables = {name: value for name, value in
-                 (d.split(None, 1) for d in directives("set"))}
+    variables = {name: value for name, value in (d.split(None, 1) for d in directives("set"))}
     targets = {variables.get(p, p) for p in directives("proxy_pass")}
     assert targets == {f"http://main-backend:{TARGETS['main-backend'][1]}"}
     if any(p.startswith("$") for p in directives("proxy_pass")):
@@ -442,6 +469,10 @@ def test_the_readme_explains_the_deployment() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     section = readme.split("## Deploy with Docker Compose\n", 1)[1].split("\n## ", 1)[0]
     assert readme.index("## Deploy with Docker Compose") < readme.index("## Configuration")
-    for needle in ("cp env.example .env", "docker compose up -d --build",
-                   "alembic upgrade head", "--scale llm-agent=3"):
+    for needle in (
+        "cp env.example .env",
+        "docker compose up -d --build",
+        "alembic upgrade head",
+        "--scale llm-agent=3",
+    ):
         assert needle in section, needle

@@ -18,8 +18,12 @@ from llm_agent.providers.base import Delta, Usage
 from stubichat_common.routing import JSONRoute
 from stubichat_common.sse import SSE_HEADERS, sse_event
 
-router = APIRouter(prefix="/generate", tags=["generate"], dependencies=[Depends(require_token)],
-                   route_class=JSONRoute)
+router = APIRouter(
+    prefix="/generate",
+    tags=["generate"],
+    dependencies=[Depends(require_token)],
+    route_class=JSONRoute,
+)
 
 
 def _usage(usage: Usage | None) -> UsageOut | None:
@@ -42,8 +46,11 @@ async def generate(
     )
 
 
-@router.post("/stream", response_class=StreamingResponse,
-             responses={200: {"content": {"text/event-stream": {}}}})
+@router.post(
+    "/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
 async def generate_stream(
     body: GenerateRequest,
     settings: SettingsDep,
@@ -59,8 +66,9 @@ async def generate_stream(
     params = resolve_params(body, settings, request_id)
     items = generator.stream(params)
     first = await anext(items)
-    return StreamingResponse(_relay(first, items, metrics), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+    return StreamingResponse(
+        _relay(first, items, metrics), media_type="text/event-stream", headers=SSE_HEADERS
+    )
 
 
 async def _relay(
@@ -73,13 +81,17 @@ async def _relay(
         event_id += 1
         if isinstance(item, Delta):
             return sse_event("delta", {"text": item.text}, event_id)
-        return sse_event("done", {
-            "finish_reason": item.finish_reason,
-            "usage": None if item.usage is None else item.usage.as_dict(),
-            "model": item.model,
-            "latency_ms": item.latency_ms,
-            "ttft_ms": item.ttft_ms,
-        }, event_id)
+        return sse_event(
+            "done",
+            {
+                "finish_reason": item.finish_reason,
+                "usage": None if item.usage is None else item.usage.as_dict(),
+                "model": item.model,
+                "latency_ms": item.latency_ms,
+                "ttft_ms": item.ttft_ms,
+            },
+            event_id,
+        )
 
     try:
         yield frame(first)
@@ -89,14 +101,23 @@ async def _relay(
         metrics.errors.labels(error.code).inc()
         logger.warning("stream ended with {}: {}", error.code, error.message)
         event_id += 1
-        yield sse_event("error", {"code": error.code, "message": error.message,
-                                  "retryable": error.retryable}, event_id)
+        yield sse_event(
+            "error",
+            {"code": error.code, "message": error.message, "retryable": error.retryable},
+            event_id,
+        )
     except Exception:
         metrics.errors.labels("internal_error").inc()
         logger.exception("stream failed unexpectedly")
         event_id += 1
-        yield sse_event("error", {"code": "internal_error",
-                                  "message": "an unexpected error ended the stream",
-                                  "retryable": True}, event_id)
+        yield sse_event(
+            "error",
+            {
+                "code": "internal_error",
+                "message": "an unexpected error ended the stream",
+                "retryable": True,
+            },
+            event_id,
+        )
     finally:
         await rest.aclose()

@@ -21,16 +21,20 @@ async def service_info(settings: SettingsDep, generator: GeneratorDep) -> Servic
     )
 
 
-@router.get("/health", response_model=HealthResponse,
-            responses={503: {"model": HealthResponse}})
+@router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
 async def health(generator: GeneratorDep) -> JSONResponse:
     provider = generator.provider
     state = provider.health()
     body = HealthResponse(
         status="ok" if state.usable else "degraded",
         provider=provider.name,
-        checks={"provider": {"status": "ok" if state.usable else "failing",
-                             "name": provider.name, **state.detail}},
+        checks={
+            "provider": {
+                "status": "ok" if state.usable else "failing",
+                "name": provider.name,
+                **state.detail,
+            }
+        },
     )
     return JSONResponse(body.model_dump(), status_code=200 if state.usable else 503)
 

@@ -37,14 +37,22 @@ _AUTH: dict[int | str, dict[str, Any]] = {
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "thread_not_found"}}
 _LLM_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text} for code, text in {
-        429: "llm_rate_limited", 502: "llm_upstream_error", 503: "llm_agent_unavailable",
+    code: {"description": text}
+    for code, text in {
+        429: "llm_rate_limited",
+        502: "llm_upstream_error",
+        503: "llm_agent_unavailable",
         504: "llm_timeout",
     }.items()
 }
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)],
-                   responses=_AUTH, route_class=JSONRoute)
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=_AUTH,
+    route_class=JSONRoute,
+)
 
 ThreadId = Annotated[Text, Path(min_length=1, max_length=64)]
 
@@ -69,10 +77,10 @@ async def list_threads(
     return AdminThreadList(threads=[AdminThread.of(t) for t in page], next_cursor=next_cursor)
 
 
-@router.get("/threads/{thread_id}/events", response_model=ThreadEventList,
-            responses=_NOT_FOUND)
+@router.get("/threads/{thread_id}/events", response_model=ThreadEventList, responses=_NOT_FOUND)
 async def thread_events(
-    thread_id: ThreadId, admin: AdminDep,
+    thread_id: ThreadId,
+    admin: AdminDep,
     from_version: Annotated[int, Query(ge=1, le=MAX_VERSION)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ThreadEventList:
@@ -81,37 +89,55 @@ async def thread_events(
     return ThreadEventList(events=[Event.of(e) for e in page], next_from_version=next_from)
 
 
-@router.get("/threads/{thread_id}/replay", response_model=ReplayResponse,
-            responses={**_NOT_FOUND, 422: {"description": "invalid_request (at_version)"}})
+@router.get(
+    "/threads/{thread_id}/replay",
+    response_model=ReplayResponse,
+    responses={**_NOT_FOUND, 422: {"description": "invalid_request (at_version)"}},
+)
 async def replay(
-    thread_id: ThreadId, admin: AdminDep,
+    thread_id: ThreadId,
+    admin: AdminDep,
     at_version: Annotated[int | None, Query(le=MAX_VERSION)] = None,
 ) -> ReplayResponse:
     """The thread rebuilt from its events up to `at_version` (default: all), and the
     prompt a turn at that version sends to the LLM agent."""
     found = await admin.replay(thread_id, at_version)
     return ReplayResponse(
-        at_version=found.at_version, thread=Thread.of(found.thread),
+        at_version=found.at_version,
+        thread=Thread.of(found.thread),
         messages=[Message.of(m) for m in found.messages],
-        prompt=_prompt(found, found.model, found.params))
+        prompt=_prompt(found, found.model, found.params),
+    )
 
 
-@router.post("/threads/{thread_id}/replay", response_model=RerunResponse,
-             responses={**_NOT_FOUND, 422: {"description": "invalid_request"}, **_LLM_ERRORS})
+@router.post(
+    "/threads/{thread_id}/replay",
+    response_model=RerunResponse,
+    responses={**_NOT_FOUND, 422: {"description": "invalid_request"}, **_LLM_ERRORS},
+)
 async def rerun(
-    thread_id: ThreadId, admin: AdminDep, request_id: RequestIdDep,
+    thread_id: ThreadId,
+    admin: AdminDep,
+    request_id: RequestIdDep,
     body: Annotated[ReplayRequest, Body(default_factory=ReplayRequest)],
 ) -> RerunResponse:
     """Send the replayed prompt to the LLM again (optionally with another model or
     params) and return the answer; nothing is appended."""
-    answer = await admin.rerun(thread_id, body.at_version, model=body.model,
-                               temperature=body.temperature, max_tokens=body.max_tokens,
-                               request_id=request_id)
+    answer = await admin.rerun(
+        thread_id,
+        body.at_version,
+        model=body.model,
+        temperature=body.temperature,
+        max_tokens=body.max_tokens,
+        request_id=request_id,
+    )
     return RerunResponse(
         at_version=answer.replay.at_version,
         prompt=_prompt(answer.replay, answer.model, answer.params),
         message=AssistantAnswer(content=answer.content),
-        usage=Usage(**answer.usage) if answer.usage else None, model=answer.answered_by)
+        usage=Usage(**answer.usage) if answer.usage else None,
+        model=answer.answered_by,
+    )
 
 
 @router.get("/events", response_model=EventFeed)
@@ -130,8 +156,12 @@ async def event_feed(
 async def rebuild_projections(admin: AdminDep) -> RebuildResponse:
     """Replace the read models (threads, messages) by a fold of the whole log."""
     report = await admin.rebuild_projections()
-    return RebuildResponse(events=report.events, threads=report.threads,
-                           messages=report.messages, duration_ms=report.duration_ms)
+    return RebuildResponse(
+        events=report.events,
+        threads=report.threads,
+        messages=report.messages,
+        duration_ms=report.duration_ms,
+    )
 
 
 @router.get("/projections/verify", response_model=VerifyResponse)
@@ -142,5 +172,8 @@ async def verify_projections(admin: AdminDep) -> VerifyResponse:
 
 
 def _prompt(replay: Replay, model: str, params: dict[str, Any]) -> ReplayPrompt:
-    return ReplayPrompt(model=model, params=PromptParams(**params),
-                        messages=[PromptMessage(**m) for m in replay.prompt.messages])
+    return ReplayPrompt(
+        model=model,
+        params=PromptParams(**params),
+        messages=[PromptMessage(**m) for m in replay.prompt.messages],
+    )

@@ -28,45 +28,66 @@ router = APIRouter(tags=["chat"], route_class=JSONRoute)
 
 # Every field is optional, so an empty body is `{}` (and says which field is missing).
 ChatBody = Annotated[ChatRequest, Body(default_factory=ChatRequest)]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
-                                               max_length=255, pattern=r"^[\x21-\x7e]+$")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
+]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text} for code, text in {
-        404: "thread_not_found", 409: "thread_busy, version_conflict, request_in_progress",
-        413: "payload_too_large", 422: "invalid_request, idempotency_key_reused",
-        429: "llm_rate_limited, too_many_active_runs", 502: "llm_upstream_error",
-        503: "llm_agent_unavailable, database_unavailable", 504: "llm_timeout",
+    code: {"description": text}
+    for code, text in {
+        404: "thread_not_found",
+        409: "thread_busy, version_conflict, request_in_progress",
+        413: "payload_too_large",
+        422: "invalid_request, idempotency_key_reused",
+        429: "llm_rate_limited, too_many_active_runs",
+        502: "llm_upstream_error",
+        503: "llm_agent_unavailable, database_unavailable",
+        504: "llm_timeout",
     }.items()
 }
 _SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 
 
-def to_command(body: ChatRequest, user: str, settings: Settings,
-               request_id: str | None) -> ChatCommand:
+def to_command(
+    body: ChatRequest, user: str, settings: Settings, request_id: str | None
+) -> ChatCommand:
     """The domain command, with the limits and defaults that come from settings."""
     model = body.model or settings.default_model
     for field, message in settings.parameter_problems(model, body.max_tokens):
         raise InvalidRequest(message, field)
     if len(body.messages) > settings.max_input_messages:
         raise InvalidRequest(
-            f"at most {settings.max_input_messages} messages are accepted", "messages")
+            f"at most {settings.max_input_messages} messages are accepted", "messages"
+        )
     for index, message in enumerate(body.messages):
         if len(message.content) > settings.max_message_chars:
             raise InvalidRequest(
                 f"content must be at most {settings.max_message_chars} characters",
-                f"messages.{index}.content")
+                f"messages.{index}.content",
+            )
     return ChatCommand(
-        user=user, messages=[ChatMessage(m.role, m.content) for m in body.messages],
+        user=user,
+        messages=[ChatMessage(m.role, m.content) for m in body.messages],
         model=model,
         temperature=settings.temperature if body.temperature is None else body.temperature,
-        max_tokens=body.max_tokens, thread_id=body.thread_id, system_prompt=body.system_prompt,
-        metadata=body.metadata, expected_version=body.expected_version, request_id=request_id,
+        max_tokens=body.max_tokens,
+        thread_id=body.thread_id,
+        system_prompt=body.system_prompt,
+        metadata=body.metadata,
+        expected_version=body.expected_version,
+        request_id=request_id,
     )
 
 
-async def _start(body: ChatRequest, user: str, chat: ChatDep, settings: Settings,
-                 request_id: str | None, key: str | None) -> RunHandle | Repeat:
+async def _start(
+    body: ChatRequest,
+    user: str,
+    chat: ChatDep,
+    settings: Settings,
+    request_id: str | None,
+    key: str | None,
+) -> RunHandle | Repeat:
     command = to_command(body, user, settings, request_id)
     digest = request_hash(body.model_dump(mode="json", exclude={"stream"}))
     return await chat.start(command, key, digest)
@@ -74,8 +95,14 @@ async def _start(body: ChatRequest, user: str, chat: ChatDep, settings: Settings
 
 @router.post("/chat/", response_model=ChatResponse, responses={**_SSE, **_ERRORS})
 async def chat_turn(
-    request: Request, body: ChatBody, user: UserDep, chat: ChatDep, settings: SettingsDep,
-    metrics: MetricsDep, request_id: RequestIdDep, idempotency_key: IdempotencyKey = None,
+    request: Request,
+    body: ChatBody,
+    user: UserDep,
+    chat: ChatDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    request_id: RequestIdDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> ChatResponse | JSONResponse | StreamingResponse:
     """Answer the thread's newest user message (`"stream": true` streams it)."""
     started = await _start(body, user, chat, settings, request_id, idempotency_key)
@@ -86,18 +113,23 @@ async def chat_turn(
         error = started.error if isinstance(started, RunHandle) else None
         if error is not None and is_database_unavailable(error):
             return database_unavailable_response(request, error)
-        return error_response(request, 500, "internal_error",
-                              "the answer could not be recorded; it will be retried")
+        return error_response(
+            request, 500, "internal_error", "the answer could not be recorded; it will be retried"
+        )
     if ended.status == "failed":
         return _failed_response(request, ended)
     return _chat_response(ended)
 
 
-@router.post("/chat/stream", response_class=StreamingResponse,
-             responses={**_SSE, **_ERRORS})
+@router.post("/chat/stream", response_class=StreamingResponse, responses={**_SSE, **_ERRORS})
 async def chat_stream(
-    body: ChatBody, user: UserDep, chat: ChatDep, settings: SettingsDep, metrics: MetricsDep,
-    request_id: RequestIdDep, idempotency_key: IdempotencyKey = None,
+    body: ChatBody,
+    user: UserDep,
+    chat: ChatDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    request_id: RequestIdDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> StreamingResponse:
     """SSE: `run.started`, `delta`s, then one of `run.completed`, `run.failed`, `run.cancelled`."""
     started = await _start(body, user, chat, settings, request_id, idempotency_key)
@@ -107,10 +139,13 @@ async def chat_stream(
 def _chat_response(ended: RunEnded) -> ChatResponse:
     assert ended.message is not None
     return ChatResponse(
-        thread_id=ended.thread_id, run_id=ended.run_id, message=Message.of(ended.message),
+        thread_id=ended.thread_id,
+        run_id=ended.run_id,
+        message=Message.of(ended.message),
         usage=Usage(**ended.usage) if ended.usage else None,
         finish_reason=ended.finish_reason if ended.status == "completed" else "cancelled",
-        model=ended.model, version=ended.version,
+        model=ended.model,
+        version=ended.version,
     )
 
 
@@ -120,16 +155,26 @@ def _failed_response(request: Request, ended: RunEnded) -> JSONResponse:
     status, _ = run_error_status(code)
     retry_after = error.get("retry_after")
     headers = {"Retry-After": str(round(retry_after))} if retry_after else None
-    details = [{"thread_id": ended.thread_id, "run_id": ended.run_id,
-                "partial_content": ended.partial_content}]
-    return error_response(request, status, code, error.get("message", "the run failed"),
-                          details, headers)
+    details = [
+        {
+            "thread_id": ended.thread_id,
+            "run_id": ended.run_id,
+            "partial_content": ended.partial_content,
+        }
+    ]
+    return error_response(
+        request, status, code, error.get("message", "the run failed"), details, headers
+    )
 
 
-def _sse_response(started: RunHandle | Repeat, settings: Settings,
-                  metrics: Metrics) -> StreamingResponse:
-    return StreamingResponse(_sse(started, settings.sse_ping_seconds, metrics),
-                             media_type="text/event-stream", headers=SSE_HEADERS)
+def _sse_response(
+    started: RunHandle | Repeat, settings: Settings, metrics: Metrics
+) -> StreamingResponse:
+    return StreamingResponse(
+        _sse(started, settings.sse_ping_seconds, metrics),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
 
 
 async def _replayed(repeat: Repeat) -> AsyncIterator[RunEvent]:
@@ -140,8 +185,9 @@ async def _replayed(repeat: Repeat) -> AsyncIterator[RunEvent]:
     yield ended
 
 
-async def _sse(started: RunHandle | Repeat, ping_seconds: float,
-               metrics: Metrics) -> AsyncIterator[bytes]:
+async def _sse(
+    started: RunHandle | Repeat, ping_seconds: float, metrics: Metrics
+) -> AsyncIterator[bytes]:
     events = _replayed(started) if isinstance(started, Repeat) else started.follow()
     event_id = 0
     ended = False
@@ -156,9 +202,15 @@ async def _sse(started: RunHandle | Repeat, ping_seconds: float,
             ended = ended or isinstance(event, RunEnded)
             yield sse_event(name, data, event_id)
         if not ended:  # the run broke before it could record its end
-            yield sse_event("run.failed", {
-                "error": _unrecorded_error(started), "partial_content": "", "version": None,
-            }, event_id + 1)
+            yield sse_event(
+                "run.failed",
+                {
+                    "error": _unrecorded_error(started),
+                    "partial_content": "",
+                    "version": None,
+                },
+                event_id + 1,
+            )
     finally:
         metrics.active_streams.dec()
 
@@ -166,11 +218,17 @@ async def _sse(started: RunHandle | Repeat, ping_seconds: float,
 def _unrecorded_error(started: RunHandle | Repeat) -> dict[str, Any]:
     """Why a run's stream ends without its end: the database, or anything else."""
     if isinstance(started, RunHandle) and is_database_unavailable(started.error):
-        return {"code": "database_unavailable", "retryable": True,
-                "message": "the database stopped answering; this answer will be completed "
-                           "when it is back"}
-    return {"code": "internal_error", "retryable": True,
-            "message": "the answer could not be recorded; it will be retried"}
+        return {
+            "code": "database_unavailable",
+            "retryable": True,
+            "message": "the database stopped answering; this answer will be completed "
+            "when it is back",
+        }
+    return {
+        "code": "internal_error",
+        "retryable": True,
+        "message": "the answer could not be recorded; it will be retried",
+    }
 
 
 def _sse_payload(event: RunEvent) -> tuple[str, dict[str, Any]]:
@@ -178,18 +236,30 @@ def _sse_payload(event: RunEvent) -> tuple[str, dict[str, Any]]:
         return "delta", {"text": event.text}
     if isinstance(event, RunStarted):
         return "run.started", {
-            "thread_id": event.thread_id, "run_id": event.run_id, "version": event.version,
-            "messages": [Message.of(m).model_dump(mode="json") for m in event.messages]}
+            "thread_id": event.thread_id,
+            "run_id": event.run_id,
+            "version": event.version,
+            "messages": [Message.of(m).model_dump(mode="json") for m in event.messages],
+        }
     message = Message.of(event.message).model_dump(mode="json") if event.message else None
     if event.status == "completed":
-        return "run.completed", {"message": message, "usage": event.usage,
-                                 "finish_reason": event.finish_reason, "model": event.model,
-                                 "version": event.version}
+        return "run.completed", {
+            "message": message,
+            "usage": event.usage,
+            "finish_reason": event.finish_reason,
+            "model": event.model,
+            "version": event.version,
+        }
     if event.status == "cancelled":
         return "run.cancelled", {"message": message, "version": event.version}
     error = event.error or {}
     code = error.get("code", "internal_error")
     return "run.failed", {
-        "error": {"code": code, "message": error.get("message", "the run failed"),
-                  "retryable": bool(error.get("retryable", run_error_status(code)[1]))},
-        "partial_content": event.partial_content, "version": event.version}
+        "error": {
+            "code": code,
+            "message": error.get("message", "the run failed"),
+            "retryable": bool(error.get("retryable", run_error_status(code)[1])),
+        },
+        "partial_content": event.partial_content,
+        "version": event.version,
+    }

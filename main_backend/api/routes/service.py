@@ -17,8 +17,7 @@ async def service_info() -> ServiceInfo:
     return ServiceInfo(version=__version__)
 
 
-@router.get("/health", response_model=HealthResponse,
-            responses={503: {"model": HealthResponse}})
+@router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
 async def health(request: Request) -> JSONResponse:
     """Database, migrations and LLM agent; answers within ~3 s whatever they do."""
     checks = await request.app.state.health.run()

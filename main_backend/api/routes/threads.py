@@ -29,16 +29,20 @@ _NOT_FOUND = {404: {"description": "thread_not_found"}}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Thread)
-async def create_thread(user: UserDep, threads: ThreadsDep, request_id: RequestIdDep,
-                        body: Annotated[ThreadCreate, Body(default_factory=ThreadCreate)]
-                        ) -> Thread:
+async def create_thread(
+    user: UserDep,
+    threads: ThreadsDep,
+    request_id: RequestIdDep,
+    body: Annotated[ThreadCreate, Body(default_factory=ThreadCreate)],
+) -> Thread:
     """An empty body is `{}`, as on every POST whose fields are all optional."""
     return Thread.of(await threads.create(user, body.title, body.metadata, request_id))
 
 
 @router.get("", response_model=ThreadList)
 async def list_threads(
-    user: UserDep, threads: ThreadsDep,
+    user: UserDep,
+    threads: ThreadsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[Text | None, Query(max_length=500)] = None,
 ) -> ThreadList:
@@ -53,8 +57,13 @@ async def get_thread(thread_id: ThreadId, user: UserDep, threads: ThreadsDep) ->
 
 
 @router.patch("/{thread_id}", response_model=Thread, responses=_NOT_FOUND)
-async def update_thread(thread_id: ThreadId, body: ThreadPatch, user: UserDep,
-                        threads: ThreadsDep, request_id: RequestIdDep) -> Thread:
+async def update_thread(
+    thread_id: ThreadId,
+    body: ThreadPatch,
+    user: UserDep,
+    threads: ThreadsDep,
+    request_id: RequestIdDep,
+) -> Thread:
     changes = body.model_dump(exclude_unset=True)
     if not changes:
         raise InvalidRequest("give a title or metadata to change", "body")
@@ -64,15 +73,18 @@ async def update_thread(thread_id: ThreadId, body: ThreadPatch, user: UserDep,
 
 
 @router.delete("/{thread_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_NOT_FOUND)
-async def delete_thread(thread_id: ThreadId, user: UserDep, threads: ThreadsDep,
-                        request_id: RequestIdDep) -> Response:
+async def delete_thread(
+    thread_id: ThreadId, user: UserDep, threads: ThreadsDep, request_id: RequestIdDep
+) -> Response:
     await threads.delete(user, thread_id, request_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{thread_id}/messages", response_model=MessageList, responses=_NOT_FOUND)
 async def list_messages(
-    thread_id: ThreadId, user: UserDep, threads: ThreadsDep,
+    thread_id: ThreadId,
+    user: UserDep,
+    threads: ThreadsDep,
     after_version: Annotated[int, Query(ge=0, le=MAX_VERSION)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> MessageList:
@@ -81,20 +93,32 @@ async def list_messages(
     return MessageList(messages=[Message.of(m) for m in page], next_cursor=next_cursor)
 
 
-@router.post("/{thread_id}/fork", status_code=status.HTTP_201_CREATED, response_model=Thread,
-             responses=_NOT_FOUND)
-async def fork_thread(thread_id: ThreadId, user: UserDep, threads: ThreadsDep,
-                      request_id: RequestIdDep,
-                      body: Annotated[ForkRequest, Body(default_factory=ForkRequest)]) -> Thread:
+@router.post(
+    "/{thread_id}/fork",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Thread,
+    responses=_NOT_FOUND,
+)
+async def fork_thread(
+    thread_id: ThreadId,
+    user: UserDep,
+    threads: ThreadsDep,
+    request_id: RequestIdDep,
+    body: Annotated[ForkRequest, Body(default_factory=ForkRequest)],
+) -> Thread:
     """A new thread of yours holding this one's history up to `at_version` (default: all)."""
     return Thread.of(await threads.fork(user, thread_id, body.at_version, request_id))
 
 
-@router.post("/{thread_id}/cancel", status_code=status.HTTP_202_ACCEPTED,
-             response_model=CancelAccepted,
-             responses={**_NOT_FOUND, 409: {"description": "no_active_run"}})
-async def cancel_run(thread_id: ThreadId, user: UserDep, threads: ThreadsDep,
-                     leases: LeasesDep, runner: RunnerDep) -> CancelAccepted:
+@router.post(
+    "/{thread_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=CancelAccepted,
+    responses={**_NOT_FOUND, 409: {"description": "no_active_run"}},
+)
+async def cancel_run(
+    thread_id: ThreadId, user: UserDep, threads: ThreadsDep, leases: LeasesDep, runner: RunnerDep
+) -> CancelAccepted:
     """Stop the active run on whichever replica drives it; its partial answer is kept."""
     thread = await threads.get(user, thread_id)
     if thread.active_run_id is None:

@@ -32,8 +32,12 @@ def agent_url(upstream: FakeOpenAI) -> Iterator[str]:
 
 def backend_settings(database_url: str, agent_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "database_url": database_url, "llm_agent_url": agent_url, "llm_agent_timeout": 10,
-        "run_lease_seconds": 2, "run_poll_seconds": 0.1, "allowed_models": "*",
+        "database_url": database_url,
+        "llm_agent_url": agent_url,
+        "llm_agent_timeout": 10,
+        "run_lease_seconds": 2,
+        "run_poll_seconds": 0.1,
+        "allowed_models": "*",
         "sse_ping_seconds": 5,
     }
     return Settings(_env_file=None, **{**values, **overrides})

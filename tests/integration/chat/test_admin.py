@@ -48,8 +48,12 @@ def as_json(value: Any) -> str:
 
 def admin_routes(database_url: str, agent_url: str) -> list[tuple[str, str]]:
     schema = create_app(backend_settings(database_url, agent_url, debug=True)).openapi()
-    return sorted((method.upper(), path) for path, operations in schema["paths"].items()
-                  if path.startswith("/admin") for method in operations)
+    return sorted(
+        (method.upper(), path)
+        for path, operations in schema["paths"].items()
+        if path.startswith("/admin")
+        for method in operations
+    )
 
 
 def test_every_admin_route_needs_the_admin_token(
@@ -57,29 +61,43 @@ def test_every_admin_route_needs_the_admin_token(
 ) -> None:
     routes = admin_routes(database_url, agent_url)
     assert routes == [
-        ("GET", "/admin/events"), ("GET", "/admin/projections/verify"),
-        ("GET", "/admin/threads"), ("GET", "/admin/threads/{thread_id}/events"),
-        ("GET", "/admin/threads/{thread_id}/replay"), ("POST", "/admin/projections/rebuild"),
-        ("POST", "/admin/threads/{thread_id}/replay")]
+        ("GET", "/admin/events"),
+        ("GET", "/admin/projections/verify"),
+        ("GET", "/admin/threads"),
+        ("GET", "/admin/threads/{thread_id}/events"),
+        ("GET", "/admin/threads/{thread_id}/replay"),
+        ("POST", "/admin/projections/rebuild"),
+        ("POST", "/admin/threads/{thread_id}/replay"),
+    ]
     backend = start_backend(admin_token=TOKEN)
     thread_id = turn(backend, "hello")["thread_id"]
     basic = base64.b64encode(f"admin:{TOKEN}".encode()).decode()
-    refused = [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {basic}"},
-               {"Authorization": f"Basic {TOKEN}"}, {"Authorization": "Bearer"},
-               {"Authorization": TOKEN}, {"Authorization": f"Bearer {TOKEN}x"}]
+    refused = [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {basic}"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": "Bearer"},
+        {"Authorization": TOKEN},
+        {"Authorization": f"Bearer {TOKEN}x"},
+    ]
     before = event_count(database_url)
 
-    def call(client: httpx.Client, method: str, path: str,
-             headers: dict[str, str]) -> httpx.Response:
+    def call(
+        client: httpx.Client, method: str, path: str, headers: dict[str, str]
+    ) -> httpx.Response:
         body = {} if method == "POST" and path.endswith("/replay") else None
-        return client.request(method, path.replace("{thread_id}", thread_id), json=body,
-                              headers=headers)
+        return client.request(
+            method, path.replace("{thread_id}", thread_id), json=body, headers=headers
+        )
 
     for method, path in routes:
         for headers in refused:
             response = call(backend, method, path, headers)
             assert (response.status_code, response.json()["error"]["code"]) == (
-                401, "unauthorized"), (method, path, headers)
+                401,
+                "unauthorized",
+            ), (method, path, headers)
             assert response.headers["www-authenticate"] == "Bearer"
         response = call(backend, method, path, ADMIN)
         assert response.status_code == 200, (method, path, response.text)
@@ -89,7 +107,9 @@ def test_every_admin_route_needs_the_admin_token(
         for headers in ({}, ADMIN):
             response = call(disabled, method, path, headers)
             assert (response.status_code, response.json()["error"]["code"]) == (
-                403, "admin_disabled"), (method, path, headers)
+                403,
+                "admin_disabled",
+            ), (method, path, headers)
     assert event_count(database_url) == before
 
 
@@ -115,8 +135,9 @@ def test_threads_of_every_user_most_recent_first(start_backend: StartBackend) ->
     seen: list[tuple[str, str]] = []
     cursor = None
     while True:
-        page = admin_get(backend, "/admin/threads", limit=2,
-                         **({"cursor": cursor} if cursor else {}))
+        page = admin_get(
+            backend, "/admin/threads", limit=2, **({"cursor": cursor} if cursor else {})
+        )
         assert len(page["threads"]) <= 2
         seen += [(t["id"], t["owner"]) for t in page["threads"]]
         cursor = page["next_cursor"]
@@ -124,13 +145,25 @@ def test_threads_of_every_user_most_recent_first(start_backend: StartBackend) ->
             break
     assert seen == expected
     first = admin_get(backend, "/admin/threads")["threads"][0]
-    assert set(first) == {"id", "title", "created_at", "updated_at", "version",
-                          "message_count", "status", "metadata", "owner", "deleted"}
+    assert set(first) == {
+        "id",
+        "title",
+        "created_at",
+        "updated_at",
+        "version",
+        "message_count",
+        "status",
+        "metadata",
+        "owner",
+        "deleted",
+    }
     assert (first["title"], first["version"], first["deleted"]) == ("touched", 2, False)
     bobs = admin_get(backend, "/admin/threads", owner="bob")["threads"]
     assert [t["id"] for t in bobs] == [created[4][0], created[1][0]]
     assert admin_get(backend, "/admin/threads", owner="nobody") == {
-        "threads": [], "next_cursor": None}
+        "threads": [],
+        "next_cursor": None,
+    }
 
 
 def test_a_deleted_thread_stays_visible_to_admins(
@@ -149,8 +182,12 @@ def test_a_deleted_thread_stays_visible_to_admins(
     assert [t["id"] for t in with_deleted] == [thread_id, kept]
     assert (with_deleted[0]["deleted"], with_deleted[0]["owner"]) == (True, "local")
     assert (with_deleted[1]["deleted"], with_deleted[1]["owner"]) == (False, "local")
-    assert [t["id"] for t in admin_get(backend, "/admin/threads", owner="local",
-                                       include_deleted=True)["threads"]] == [thread_id, kept]
+    assert [
+        t["id"]
+        for t in admin_get(backend, "/admin/threads", owner="local", include_deleted=True)[
+            "threads"
+        ]
+    ] == [thread_id, kept]
 
     events = all_events(backend, thread_id)
     assert [e["type"] for e in events][-1] == "thread.deleted"
@@ -159,8 +196,9 @@ def test_a_deleted_thread_stays_visible_to_admins(
     assert replay["at_version"] == gone["version"] + 1
     assert [m["content"] for m in replay["messages"]] == ["delete me", "You said: delete me"]
     before = event_count(database_url)
-    rerun = backend.post(f"/admin/threads/{thread_id}/replay", json={"at_version": 2},
-                         headers=ADMIN)
+    rerun = backend.post(
+        f"/admin/threads/{thread_id}/replay", json={"at_version": 2}, headers=ADMIN
+    )
     assert rerun.status_code == 200, rerun.text
     assert rerun.json()["message"]["content"] == "You said: delete me"
     assert event_count(database_url) == before
@@ -177,25 +215,44 @@ def test_a_threads_events_page_with_next_from_version(start_backend: StartBacken
     whole = all_events(backend, thread_id)
     assert [e["version"] for e in whole] == list(range(1, last["version"] + 1))
     assert [e["type"] for e in whole[:5]] == [
-        "thread.created", "message.added", "run.started", "message.added", "run.completed"]
+        "thread.created",
+        "message.added",
+        "run.started",
+        "message.added",
+        "run.completed",
+    ]
     started = whole[2]
-    assert set(started) == {"position", "event_id", "thread_id", "version", "type", "data",
-                            "metadata", "recorded_at"}
-    assert started["data"] == {"run_id": first["run_id"], "model": "gpt-4o-mini",
-                               "params": {"temperature": 0.4, "max_tokens": None},
-                               "prompt_version": 2}
+    assert set(started) == {
+        "position",
+        "event_id",
+        "thread_id",
+        "version",
+        "type",
+        "data",
+        "metadata",
+        "recorded_at",
+    }
+    assert started["data"] == {
+        "run_id": first["run_id"],
+        "model": "gpt-4o-mini",
+        "params": {"temperature": 0.4, "max_tokens": None},
+        "prompt_version": 2,
+    }
     assert started["metadata"]["user"] == "local"
 
     pages, from_version = [], 1
     while from_version is not None:
-        page = admin_get(backend, f"/admin/threads/{thread_id}/events",
-                         from_version=from_version, limit=4)
+        page = admin_get(
+            backend, f"/admin/threads/{thread_id}/events", from_version=from_version, limit=4
+        )
         pages.append(page["events"])
         from_version = page["next_from_version"]
     assert [len(p) for p in pages] == [4, 4, 1]
     assert [e for p in pages for e in p] == whole
     assert admin_get(backend, f"/admin/threads/{thread_id}/events", from_version=100) == {
-        "events": [], "next_from_version": None}
+        "events": [],
+        "next_from_version": None,
+    }
     exact = admin_get(backend, f"/admin/threads/{thread_id}/events", limit=len(whole))
     assert (len(exact["events"]), exact["next_from_version"]) == (len(whole), None)
 
@@ -216,8 +273,9 @@ def test_the_global_feed_sees_every_event_once_while_turns_are_written(
     after, pages_while_writing = 0, 0
     with ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(writer, name) for name in ("a", "b")]
-        threading.Thread(target=lambda: ([f.result() for f in futures],
-                                         writers_done.set()), daemon=True).start()
+        threading.Thread(
+            target=lambda: ([f.result() for f in futures], writers_done.set()), daemon=True
+        ).start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             finished = writers_done.is_set()
@@ -248,18 +306,24 @@ def test_the_global_feed_sees_every_event_once_while_turns_are_written(
         versions = [e["version"] for e in seen if e["thread_id"] == thread_id]
         assert versions == list(range(1, len(versions) + 1))
     assert admin_get(backend, "/admin/events", after_position=after) == {
-        "events": [], "next_after_position": after}
+        "events": [],
+        "next_after_position": after,
+    }
 
 
 # -- replay -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("settings", [
-    pytest.param({}, id="plain"),
-    pytest.param({"system_prompt": "Be brief. Sois bref ✨."}, id="system-prompt"),
-    pytest.param({"system_prompt": "Deployment default.", "max_context_tokens": 60},
-                 id="trimmed"),
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        pytest.param({}, id="plain"),
+        pytest.param({"system_prompt": "Be brief. Sois bref ✨."}, id="system-prompt"),
+        pytest.param(
+            {"system_prompt": "Deployment default.", "max_context_tokens": 60}, id="trimmed"
+        ),
+    ],
+)
 def test_a_replay_shows_exactly_the_prompt_each_turn_sent(
     start_backend: StartBackend, upstream: FakeOpenAI, settings: dict[str, Any]
 ) -> None:
@@ -289,7 +353,10 @@ def test_a_replay_shows_exactly_the_prompt_each_turn_sent(
         assert replay["messages"][-1]["content"] == f"question {i}" + padding
         assert replay["thread"]["message_count"] == len(replay["messages"]) == 2 * i + 1
     assert [r.body["model"] for r in upstream.chat_requests] == [
-        "gpt-4o-mini", "gpt-4o-mini", "gpt-4o"]
+        "gpt-4o-mini",
+        "gpt-4o-mini",
+        "gpt-4o",
+    ]
     assert [r.body["temperature"] for r in upstream.chat_requests] == [0.7, 0.2, 0.7]
     assert upstream.chat_requests[1].body["max_tokens"] == 50
     last_sent = upstream.chat_requests[2].body["messages"]
@@ -305,19 +372,22 @@ def test_a_replay_shows_exactly_the_prompt_each_turn_sent(
     # At a version no run started on: what a new turn there would send.
     current = admin_get(backend, f"/admin/threads/{thread_id}/replay")
     assert current["at_version"] == current["thread"]["version"] == last["version"]
-    assert current["thread"] == {
-        **backend.get(f"/threads/{thread_id}").json(), "status": "idle"}
-    assert current["messages"] == backend.get(f"/threads/{thread_id}/messages").json()[
-        "messages"]
+    assert current["thread"] == {**backend.get(f"/threads/{thread_id}").json(), "status": "idle"}
+    assert current["messages"] == backend.get(f"/threads/{thread_id}/messages").json()["messages"]
     assert (current["prompt"]["model"], current["prompt"]["params"]) == (
-        "gpt-4o-mini", {"temperature": 0.7, "max_tokens": None})
-    assert current["prompt"]["messages"][-1] == {"role": "assistant",
-                                                 "content": last["message"]["content"]}
+        "gpt-4o-mini",
+        {"temperature": 0.7, "max_tokens": None},
+    )
+    assert current["prompt"]["messages"][-1] == {
+        "role": "assistant",
+        "content": last["message"]["content"],
+    }
     created = admin_get(backend, f"/admin/threads/{thread_id}/replay", at_version=1)
     assert created["messages"] == [] and created["thread"]["message_count"] == 0
     system = own_prompt.get("system_prompt") or settings.get("system_prompt")
     assert created["prompt"]["messages"] == (
-        [{"role": "system", "content": system}] if system else [])
+        [{"role": "system", "content": system}] if system else []
+    )
 
 
 def test_a_replay_rerun_appends_nothing(
@@ -331,8 +401,9 @@ def test_a_replay_rerun_appends_nothing(
     original = upstream.chat_requests[0].body
 
     upstream.script({"content": "Four, again."})
-    response = backend.post(f"/admin/threads/{thread_id}/replay", json={"at_version": 2},
-                            headers=ADMIN)
+    response = backend.post(
+        f"/admin/threads/{thread_id}/replay", json={"at_version": 2}, headers=ADMIN
+    )
     assert response.status_code == 200, response.text
     rerun = response.json()
     assert set(rerun) == {"at_version", "prompt", "message", "usage", "model"}
@@ -340,16 +411,21 @@ def test_a_replay_rerun_appends_nothing(
     assert rerun["message"] == {"role": "assistant", "content": "Four, again."}
     assert rerun["model"] == "gpt-4o-mini"
     assert rerun["usage"]["total_tokens"] > 0
-    assert rerun["prompt"] == {"model": "gpt-4o-mini",
-                               "params": {"temperature": 0.3, "max_tokens": 40},
-                               "messages": original["messages"]}
+    assert rerun["prompt"] == {
+        "model": "gpt-4o-mini",
+        "params": {"temperature": 0.3, "max_tokens": 40},
+        "messages": original["messages"],
+    }
     sent = upstream.chat_requests[-1].body
     assert as_json(sent["messages"]) == as_json(original["messages"])
     assert (sent["model"], sent["temperature"], sent["max_tokens"]) == ("gpt-4o-mini", 0.3, 40)
 
     upstream.script({"content": "4"})
-    other = backend.post(f"/admin/threads/{thread_id}/replay", headers=ADMIN, json={
-        "at_version": 2, "model": "gpt-4o", "temperature": 1.5, "max_tokens": 7}).json()
+    other = backend.post(
+        f"/admin/threads/{thread_id}/replay",
+        headers=ADMIN,
+        json={"at_version": 2, "model": "gpt-4o", "temperature": 1.5, "max_tokens": 7},
+    ).json()
     sent = upstream.chat_requests[-1].body
     assert (sent["model"], sent["temperature"], sent["max_tokens"]) == ("gpt-4o", 1.5, 7)
     assert as_json(sent["messages"]) == as_json(original["messages"])
@@ -369,8 +445,9 @@ def test_a_failing_rerun_is_an_llm_error_and_appends_nothing(
     thread_id = turn(backend, "hi")["thread_id"]
     before = event_count(database_url)
     upstream.script({"status": 500}, {"status": 500}, {"status": 500}, {"status": 500})
-    response = backend.post(f"/admin/threads/{thread_id}/replay", json={"at_version": 2},
-                            headers=ADMIN)
+    response = backend.post(
+        f"/admin/threads/{thread_id}/replay", json={"at_version": 2}, headers=ADMIN
+    )
     assert response.status_code in (502, 503), response.text
     assert response.json()["error"]["code"] in ("llm_upstream_error", "llm_agent_unavailable")
     assert event_count(database_url) == before
@@ -396,17 +473,29 @@ def test_rebuild_then_verify_and_a_tampered_read_model_is_reported_and_fixed(
     assert report["duration_ms"] >= 0
     assert admin_get(backend, "/admin/projections/verify") == {"ok": True, "mismatches": []}
 
-    assert execute(database_url, "UPDATE threads SET title = 'tampered' WHERE thread_id = :t",
-                   t=thread_id) == 1
-    assert execute(database_url, "UPDATE messages SET content = 'forged' "
-                   "WHERE thread_id = :t AND version = 2", t=other) == 1
+    assert (
+        execute(
+            database_url, "UPDATE threads SET title = 'tampered' WHERE thread_id = :t", t=thread_id
+        )
+        == 1
+    )
+    assert (
+        execute(
+            database_url,
+            "UPDATE messages SET content = 'forged' WHERE thread_id = :t AND version = 2",
+            t=other,
+        )
+        == 1
+    )
     verdict = admin_get(backend, "/admin/projections/verify")
     assert verdict["ok"] is False
     mismatches = sorted(verdict["mismatches"], key=lambda m: m["kind"])
-    assert [(m["kind"], m["thread_id"], m["field"], m["expected"], m["actual"])
-            for m in mismatches] == [
+    assert [
+        (m["kind"], m["thread_id"], m["field"], m["expected"], m["actual"]) for m in mismatches
+    ] == [
         ("message", other, "content", "another thread", "forged"),
-        ("thread", thread_id, "title", "Numbers", "tampered")]
+        ("thread", thread_id, "title", "Numbers", "tampered"),
+    ]
     assert backend.get(f"/threads/{thread_id}").json()["title"] == "tampered"
 
     again = backend.post("/admin/projections/rebuild", headers=ADMIN).json()
@@ -422,8 +511,7 @@ def test_rebuild_then_verify_and_a_tampered_read_model_is_reported_and_fixed(
 def test_bad_admin_requests_are_refused_and_append_nothing(
     start_backend: StartBackend, upstream: FakeOpenAI, database_url: str
 ) -> None:
-    backend = start_backend(admin_token=TOKEN, allowed_models="gpt-4o-mini,gpt-4o",
-                            max_tokens=100)
+    backend = start_backend(admin_token=TOKEN, allowed_models="gpt-4o-mini,gpt-4o", max_tokens=100)
     answered = turn(backend, "hello")
     thread_id, current = answered["thread_id"], answered["version"]
     before, calls = event_count(database_url), len(upstream.chat_requests)
@@ -456,17 +544,25 @@ def test_bad_admin_requests_are_refused_and_append_nothing(
     for method, path, params, body, field in invalid:
         response = backend.request(method, path, params=params, json=body, headers=ADMIN)
         assert (response.status_code, response.json()["error"]["code"]) == (
-            422, "invalid_request"), (method, params, body, response.text)
+            422,
+            "invalid_request",
+        ), (method, params, body, response.text)
         if field is not None:
             fields = [d["field"] for d in response.json()["error"]["details"]]
             assert any(f.split(".")[-1] == field for f in fields), (fields, params, body)
 
-    for method, path, body in (("GET", "/events", None), ("GET", "/replay", None),
-                               ("POST", "/replay", {})):
-        response = backend.request(method, f"/admin/threads/no-such-thread{path}", json=body,
-                                   headers=ADMIN)
+    for method, path, body in (
+        ("GET", "/events", None),
+        ("GET", "/replay", None),
+        ("POST", "/replay", {}),
+    ):
+        response = backend.request(
+            method, f"/admin/threads/no-such-thread{path}", json=body, headers=ADMIN
+        )
         assert (response.status_code, response.json()["error"]["code"]) == (
-            404, "thread_not_found"), (method, path)
+            404,
+            "thread_not_found",
+        ), (method, path)
 
     assert (event_count(database_url), len(upstream.chat_requests)) == (before, calls)
     assert backend.get(f"/threads/{thread_id}").json()["version"] == current

@@ -20,10 +20,14 @@ from tests.support.databases import event_count, query
 SECRET = "s" * 40
 
 
-def token(sub: str | None = "alice", *, key: str = SECRET, expires_in: float = 300,
-          **claims: Any) -> str:
-    payload = {**({"sub": sub} if sub is not None else {}), "exp": time.time() + expires_in,
-               **claims}
+def token(
+    sub: str | None = "alice", *, key: str = SECRET, expires_in: float = 300, **claims: Any
+) -> str:
+    payload = {
+        **({"sub": sub} if sub is not None else {}),
+        "exp": time.time() + expires_in,
+        **claims,
+    }
     return jwt.encode(payload, key, algorithm="HS256")
 
 
@@ -41,8 +45,8 @@ def thread_routes(database_url: str, agent_url: str) -> list[tuple[str, str]]:
     schema = create_app(backend_settings(database_url, agent_url, debug=True)).openapi()
     return sorted(
         (method.upper(), path)
-        for path, operations in schema["paths"].items() if "{thread_id}" in path
-        and not path.startswith("/admin")
+        for path, operations in schema["paths"].items()
+        if "{thread_id}" in path and not path.startswith("/admin")
         for method in operations
     )
 
@@ -60,15 +64,23 @@ def test_every_thread_route_hides_other_users_threads(
         response = backend.request(method, url, json=bodies.get(method), headers=auth("bob"))
         assert response.status_code == 404, (method, path, response.text)
         assert response.json()["error"]["code"] == "thread_not_found"
-        missing = backend.request(method, path.replace("{thread_id}", "no-such-thread"),
-                                  json=bodies.get(method), headers=auth("bob"))
-        assert missing.json() == {**response.json(), "error": {
-            **response.json()["error"], "message": missing.json()["error"]["message"],
-            "request_id": missing.json()["error"]["request_id"]}}
+        missing = backend.request(
+            method,
+            path.replace("{thread_id}", "no-such-thread"),
+            json=bodies.get(method),
+            headers=auth("bob"),
+        )
+        assert missing.json() == {
+            **response.json(),
+            "error": {
+                **response.json()["error"],
+                "message": missing.json()["error"]["message"],
+                "request_id": missing.json()["error"]["request_id"],
+            },
+        }
     for path in ("/chat/", "/chat/stream"):
         response = backend.post(path, json=ask("hi", thread_id=alices), headers=auth("bob"))
-        assert (response.status_code, response.json()["error"]["code"]) == (
-            404, "thread_not_found")
+        assert (response.status_code, response.json()["error"]["code"]) == (404, "thread_not_found")
     assert event_count(database_url) == before
     assert backend.get(f"/threads/{alices}", headers=auth("alice")).status_code == 200
 
@@ -85,31 +97,37 @@ def test_lists_and_idempotency_keys_are_per_user(
     assert [t["id"] for t in listed] == [b.json()["thread_id"]]
 
 
-@pytest.mark.parametrize("header", [
-    None,
-    "Bearer",
-    "Basic YWxpY2U6cHc=",
-    f"Bearer {token(expires_in=-120)}",
-    f"Bearer {token(key='another-secret-of-sufficient-length!!')}",
-    f"Bearer {token(sub=None)}",
-    f"Bearer {token(sub='')}",
-    # A subject that could never be stored as an owner (Postgres refuses NUL in text).
-    "Bearer " + token(sub="al\x00ice"),
-    "Bearer " + token(sub="al\ud800ice"),
-    "Bearer not.a.jwt",
-    "Bearer " + jwt.encode({"sub": "alice", "exp": time.time() + 300}, None, algorithm="none"),
-    # PyJWT coerces numeric strings; a NumericDate is a JSON number.
-    f"Bearer {token(exp=str(int(time.time() + 300)))}",
-    f"Bearer {token(nbf=str(int(time.time() - 300)))}",
-    f"Bearer {token(iat=str(int(time.time())))}",
-    f"Bearer {token(iat=True)}",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "Bearer",
+        "Basic YWxpY2U6cHc=",
+        f"Bearer {token(expires_in=-120)}",
+        f"Bearer {token(key='another-secret-of-sufficient-length!!')}",
+        f"Bearer {token(sub=None)}",
+        f"Bearer {token(sub='')}",
+        # A subject that could never be stored as an owner (Postgres refuses NUL in text).
+        "Bearer " + token(sub="al\x00ice"),
+        "Bearer " + token(sub="al\ud800ice"),
+        "Bearer not.a.jwt",
+        "Bearer " + jwt.encode({"sub": "alice", "exp": time.time() + 300}, None, algorithm="none"),
+        # PyJWT coerces numeric strings; a NumericDate is a JSON number.
+        f"Bearer {token(exp=str(int(time.time() + 300)))}",
+        f"Bearer {token(nbf=str(int(time.time() - 300)))}",
+        f"Bearer {token(iat=str(int(time.time())))}",
+        f"Bearer {token(iat=True)}",
+    ],
+)
 def test_missing_expired_and_forged_tokens_are_401(
     backend: httpx.Client, database_url: str, header: str | None
 ) -> None:
     headers = {} if header is None else {"Authorization": header}
-    for method, path, body in (("GET", "/threads", None), ("POST", "/chat/", ask("hi")),
-                               ("POST", "/threads", {})):
+    for method, path, body in (
+        ("GET", "/threads", None),
+        ("POST", "/chat/", ask("hi")),
+        ("POST", "/threads", {}),
+    ):
         response = backend.request(method, path, json=body, headers=headers)
         assert response.status_code == 401, (path, header)
         assert response.json()["error"]["code"] == "unauthorized"
@@ -123,12 +141,19 @@ def test_a_small_clock_skew_is_tolerated(backend: httpx.Client) -> None:
 
 
 def test_audience_and_issuer_are_checked_when_configured(start_backend: StartBackend) -> None:
-    backend = start_backend(auth_mode="jwt", secret_key=SECRET, jwt_audience="stubichat",
-                            jwt_issuer="https://auth.example.com")
+    backend = start_backend(
+        auth_mode="jwt",
+        secret_key=SECRET,
+        jwt_audience="stubichat",
+        jwt_issuer="https://auth.example.com",
+    )
     good = token(aud="stubichat", iss="https://auth.example.com")
     assert backend.get("/threads", headers={"Authorization": f"Bearer {good}"}).status_code == 200
-    for bad in (token(aud="other", iss="https://auth.example.com"),
-                token(aud="stubichat", iss="https://evil.example.com"), token()):
+    for bad in (
+        token(aud="other", iss="https://auth.example.com"),
+        token(aud="stubichat", iss="https://evil.example.com"),
+        token(),
+    ):
         response = backend.get("/threads", headers={"Authorization": f"Bearer {bad}"})
         assert response.status_code == 401
 
@@ -151,14 +176,16 @@ class TestFork:
         self, backend: httpx.Client, upstream: FakeOpenAI, database_url: str
     ) -> None:
         alice = auth("alice")
-        first = backend.post("/chat/", json=ask("one", system_prompt="Be kind."),
-                             headers=alice).json()
+        first = backend.post(
+            "/chat/", json=ask("one", system_prompt="Be kind."), headers=alice
+        ).json()
         thread_id = first["thread_id"]
         backend.patch(f"/threads/{thread_id}", json={"title": "Original"}, headers=alice)
         backend.post("/chat/", json=ask("two", thread_id=thread_id), headers=alice)
 
-        fork = backend.post(f"/threads/{thread_id}/fork", json={"at_version": first["version"]},
-                            headers=alice)
+        fork = backend.post(
+            f"/threads/{thread_id}/fork", json={"at_version": first["version"]}, headers=alice
+        )
         assert fork.status_code == 201, fork.text
         forked = fork.json()
         assert forked["id"] != thread_id and forked["message_count"] == 2
@@ -166,8 +193,11 @@ class TestFork:
         messages = backend.get(f"/threads/{forked['id']}/messages", headers=alice).json()
         assert [m["content"] for m in messages["messages"]] == ["one", "You said: one"]
         assert event_count(database_url, forked["id"]) == 3
-        [(data,)] = query(database_url, "SELECT data FROM events WHERE thread_id = :t AND "
-                          "version = 1", t=forked["id"])
+        [(data,)] = query(
+            database_url,
+            "SELECT data FROM events WHERE thread_id = :t AND version = 1",
+            t=forked["id"],
+        )
         data = data if isinstance(data, dict) else json.loads(str(data))
         assert data["forked_from"] == {"thread_id": thread_id, "version": first["version"]}
         assert data["owner"] == "alice"
@@ -175,9 +205,11 @@ class TestFork:
         # The fork is a thread like any other: its history reaches the next prompt.
         backend.post("/chat/", json=ask("three", thread_id=forked["id"]), headers=alice)
         assert upstream.chat_requests[-1].body["messages"] == [
-            {"role": "system", "content": "Be kind."}, {"role": "user", "content": "one"},
+            {"role": "system", "content": "Be kind."},
+            {"role": "user", "content": "one"},
             {"role": "assistant", "content": "You said: one"},
-            {"role": "user", "content": "three"}]
+            {"role": "user", "content": "three"},
+        ]
         whole = backend.post(f"/threads/{thread_id}/fork", headers=alice).json()
         assert (whole["message_count"], whole["title"]) == (4, "Original")
 
@@ -188,8 +220,8 @@ class TestFork:
         alice = auth("alice")
         thread_id = backend.post("/threads", json={}, headers=alice).json()["id"]
         before = event_count(database_url)
-        response = backend.post(f"/threads/{thread_id}/fork", json={"at_version": at_version},
-                                headers=alice)
-        assert (response.status_code, response.json()["error"]["code"]) == (
-            422, "invalid_request")
+        response = backend.post(
+            f"/threads/{thread_id}/fork", json={"at_version": at_version}, headers=alice
+        )
+        assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_request")
         assert event_count(database_url) == before

@@ -28,7 +28,10 @@ def test_a_conversation_replays_its_history_into_every_prompt(
     thread_id = first["thread_id"]
     assert first["message"]["content"] == "Hi! I'm fine."
     assert (first["message"]["role"], first["finish_reason"], first["version"]) == (
-        "assistant", "stop", 5)
+        "assistant",
+        "stop",
+        5,
+    )
     assert first["message"]["run_id"] == first["run_id"]
     second = turn(backend, "What is 2+2?", thread_id=thread_id)
     third = turn(backend, "Thanks, goodbye.", thread_id=thread_id)
@@ -45,8 +48,13 @@ def test_a_conversation_replays_its_history_into_every_prompt(
     assert upstream.chat_requests[0].body["max_tokens"] == 100
     messages = backend.get(f"/threads/{thread_id}/messages").json()["messages"]
     assert [m["content"] for m in messages] == [
-        "Hello, how are you?", "Hi! I'm fine.", "What is 2+2?", "It is 4.",
-        "Thanks, goodbye.", "Bye."]
+        "Hello, how are you?",
+        "Hi! I'm fine.",
+        "What is 2+2?",
+        "It is 4.",
+        "Thanks, goodbye.",
+        "Bye.",
+    ]
     assert [m["version"] for m in messages] == [2, 4, 6, 8, 10, 12]
     thread = backend.get(f"/threads/{thread_id}").json()
     assert (thread["version"], thread["message_count"], thread["status"]) == (13, 6, "idle")
@@ -55,28 +63,34 @@ def test_a_conversation_replays_its_history_into_every_prompt(
 def test_a_new_thread_may_import_a_whole_history(
     backend: httpx.Client, upstream: FakeOpenAI
 ) -> None:
-    history = [{"role": "system", "content": "You are a pirate."},
-               {"role": "user", "content": "Hi"},
-               {"role": "assistant", "content": "Arr!"},
-               {"role": "user", "content": "Where is the treasure?"}]
+    history = [
+        {"role": "system", "content": "You are a pirate."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Arr!"},
+        {"role": "user", "content": "Where is the treasure?"},
+    ]
     result = backend.post("/chat/", json={"messages": history}).json()
     assert upstream.chat_requests[0].body["messages"] == history
     stored = backend.get(f"/threads/{result['thread_id']}/messages").json()["messages"]
     assert [(m["role"], m["content"]) for m in stored][:4] == [
-        (m["role"], m["content"]) for m in history]
+        (m["role"], m["content"]) for m in history
+    ]
 
 
 def test_system_prompts_come_first(start_backend: StartBackend, upstream: FakeOpenAI) -> None:
     backend = start_backend(system_prompt="Be brief.")
     thread_id = turn(backend, "one")["thread_id"]
     assert upstream.chat_requests[0].body["messages"][0] == {
-        "role": "system", "content": "Be brief."}
+        "role": "system",
+        "content": "Be brief.",
+    }
     turn(backend, "two", thread_id=thread_id)
     assert upstream.chat_requests[1].body["messages"][0]["content"] == "Be brief."
     own = turn(backend, "three", system_prompt="Answer in French.")
     assert upstream.chat_requests[2].body["messages"] == [
         {"role": "system", "content": "Answer in French."},
-        {"role": "user", "content": "three"}]
+        {"role": "user", "content": "three"},
+    ]
     assert own["thread_id"] != thread_id
 
 
@@ -112,8 +126,9 @@ def test_the_latest_question_is_kept_even_over_budget(
     assert upstream.chat_requests[0].body["messages"] == [{"role": "user", "content": "z" * 400}]
 
 
-def stream_events(backend: httpx.Client, body: dict[str, Any], path: str = "/chat/stream"
-                  ) -> list[Event]:
+def stream_events(
+    backend: httpx.Client, body: dict[str, Any], path: str = "/chat/stream"
+) -> list[Event]:
     response = backend.post(path, json=body)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -160,11 +175,17 @@ BAD_BODIES = [
 @pytest.mark.parametrize("path", ["/chat/", "/chat/stream"])
 @pytest.mark.parametrize(("body", "status", "field"), BAD_BODIES)
 def test_bad_input_is_a_clear_4xx_and_writes_nothing(
-    start_backend: StartBackend, upstream: FakeOpenAI, database_url: str, path: str,
-    body: dict[str, Any], status: int, field: str,
+    start_backend: StartBackend,
+    upstream: FakeOpenAI,
+    database_url: str,
+    path: str,
+    body: dict[str, Any],
+    status: int,
+    field: str,
 ) -> None:
-    backend = start_backend(allowed_models="gpt-4o-mini,gpt-4", max_input_messages=10,
-                            max_message_chars=2000)
+    backend = start_backend(
+        allowed_models="gpt-4o-mini,gpt-4", max_input_messages=10, max_message_chars=2000
+    )
     before = event_count(database_url)
     response = backend.post(path, json=body)
     assert response.status_code == status, response.text
@@ -176,15 +197,26 @@ def test_bad_input_is_a_clear_4xx_and_writes_nothing(
     assert upstream.chat_requests == []
 
 
-@pytest.mark.parametrize(("content", "headers", "status", "code"), [
-    (b"{not json", {"content-type": "application/json"}, 422, "invalid_request"),
-    (b"[]", {"content-type": "application/json"}, 422, "invalid_request"),
-    (b'{"messages": [{"role": "user", "content": "' + b"x" * 5000 + b'"}]}',
-     {"content-type": "application/json"}, 413, "payload_too_large"),
-])
+@pytest.mark.parametrize(
+    ("content", "headers", "status", "code"),
+    [
+        (b"{not json", {"content-type": "application/json"}, 422, "invalid_request"),
+        (b"[]", {"content-type": "application/json"}, 422, "invalid_request"),
+        (
+            b'{"messages": [{"role": "user", "content": "' + b"x" * 5000 + b'"}]}',
+            {"content-type": "application/json"},
+            413,
+            "payload_too_large",
+        ),
+    ],
+)
 def test_malformed_and_oversized_bodies(
-    start_backend: StartBackend, database_url: str, content: bytes, headers: dict[str, str],
-    status: int, code: str,
+    start_backend: StartBackend,
+    database_url: str,
+    content: bytes,
+    headers: dict[str, str],
+    status: int,
+    code: str,
 ) -> None:
     backend = start_backend(max_request_bytes=4096)
     response = backend.post("/chat/", content=content, headers=headers)
@@ -213,8 +245,9 @@ def test_a_stale_expected_version_is_a_conflict(backend: httpx.Client, database_
     stale = backend.post("/chat/", json=ask("two", thread_id=thread_id, expected_version=3))
     assert (stale.status_code, stale.json()["error"]["code"]) == (409, "version_conflict")
     assert event_count(database_url) == before
-    fresh = backend.post("/chat/", json=ask("two", thread_id=thread_id,
-                                            expected_version=first["version"]))
+    fresh = backend.post(
+        "/chat/", json=ask("two", thread_id=thread_id, expected_version=first["version"])
+    )
     assert fresh.status_code == 200
 
 
@@ -254,7 +287,8 @@ def test_concurrent_requests_on_one_thread_run_once(
         racer.join()
     assert sorted(r.status_code for r in results) == [200, 409]
     assert next(r for r in results if r.status_code == 409).json()["error"]["code"] == (
-        "thread_busy")
+        "thread_busy"
+    )
     assert event_count(database_url, thread_id) == before + 4
 
 
@@ -267,8 +301,14 @@ def test_an_llm_failure_keeps_the_question_and_an_empty_retry_answers_it(
     error = failed.json()["error"]
     assert error["code"] == "llm_upstream_error"
     thread_id, run_id = error["details"][0]["thread_id"], error["details"][0]["run_id"]
-    types = [r[0] for r in query(database_url, "SELECT type FROM events WHERE thread_id = :t "
-                                 "ORDER BY version", t=thread_id)]
+    types = [
+        r[0]
+        for r in query(
+            database_url,
+            "SELECT type FROM events WHERE thread_id = :t ORDER BY version",
+            t=thread_id,
+        )
+    ]
     assert types == ["thread.created", "message.added", "run.started", "run.failed"]
     assert backend.get(f"/threads/{thread_id}").json()["status"] == "idle"
 
@@ -276,7 +316,8 @@ def test_an_llm_failure_keeps_the_question_and_an_empty_retry_answers_it(
     assert retried.status_code == 200, retried.text
     assert retried.json()["run_id"] != run_id
     assert upstream.chat_requests[-1].body["messages"] == [
-        {"role": "user", "content": "Will this work?"}]
+        {"role": "user", "content": "Will this work?"}
+    ]
     messages = backend.get(f"/threads/{thread_id}/messages").json()["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant"]
 
@@ -284,9 +325,7 @@ def test_an_llm_failure_keeps_the_question_and_an_empty_retry_answers_it(
     assert nothing_to_retry.status_code == 422
 
 
-def test_llm_errors_map_to_their_codes(
-    start_backend: StartBackend, upstream: FakeOpenAI
-) -> None:
+def test_llm_errors_map_to_their_codes(start_backend: StartBackend, upstream: FakeOpenAI) -> None:
     backend = start_backend()
     upstream.script({"status": 429, "headers": {"Retry-After": "120"}})
     limited = backend.post("/chat/", json=ask("hi"))
@@ -307,7 +346,9 @@ def test_an_unreachable_agent_is_a_503(start_backend: StartBackend) -> None:
     backend = start_backend(llm_agent_url=f"http://127.0.0.1:{free_port()}")
     response = backend.post("/chat/", json=ask("hi"))
     assert (response.status_code, response.json()["error"]["code"]) == (
-        503, "llm_agent_unavailable")
+        503,
+        "llm_agent_unavailable",
+    )
     health = backend.get("/health")
     assert health.status_code == 503
     assert health.json()["checks"]["llm_agent"]["status"] == "failing"
@@ -344,8 +385,7 @@ def test_a_repeat_while_the_first_is_running_is_409(
         next(line for line in lines if line.startswith("event: delta"))
         events = event_count(database_url)
         repeat = backend.post("/chat/", json=ask("Slow"), headers=key)
-        assert (repeat.status_code, repeat.json()["error"]["code"]) == (
-            409, "request_in_progress")
+        assert (repeat.status_code, repeat.json()["error"]["code"]) == (409, "request_in_progress")
         assert event_count(database_url) == events
         assert sum(1 for line in lines if line == "event: run.completed") == 1
 
@@ -404,7 +444,9 @@ def test_cancel_stops_the_run_and_keeps_the_partial_answer(
     # the partial answer is history: the next prompt carries it
     turn(backend, "continue", thread_id=thread_id)
     assert upstream.chat_requests[-1].body["messages"][-2] == {
-        "role": "assistant", "content": partial}
+        "role": "assistant",
+        "content": partial,
+    }
 
 
 def test_idle_streams_get_keep_alive_pings(

@@ -15,8 +15,9 @@ USAGE = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
 
 
 def checkpoint_rows(database_url: str, thread_id: str) -> int:
-    rows = query(database_url, "SELECT count(*) FROM checkpoints WHERE thread_id LIKE :t",
-                 t=f"{thread_id}:%")
+    rows = query(
+        database_url, "SELECT count(*) FROM checkpoints WHERE thread_id LIKE :t", t=f"{thread_id}:%"
+    )
     return int(rows[0][0])  # type: ignore[arg-type]
 
 
@@ -33,8 +34,9 @@ def checkpoint_bytes(database_url: str, thread_id: str) -> int:
     total = 0
     for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "writes"):
         try:
-            rows = query(database_url, f"SELECT * FROM {table} WHERE thread_id LIKE :t",
-                         t=f"{thread_id}:%")
+            rows = query(
+                database_url, f"SELECT * FROM {table} WHERE thread_id LIKE :t", t=f"{thread_id}:%"
+            )
         except Exception:  # the table belongs to the other engine's saver
             continue
         total += sum(stored_size(value) for row in rows for value in row)
@@ -48,8 +50,13 @@ def stored_size(value: object) -> int:
 
 
 def event_bytes(database_url: str, thread_id: str, from_version: int, to_version: int) -> int:
-    rows = query(database_url, "SELECT data, metadata FROM events WHERE thread_id = :t AND "
-                 "version BETWEEN :a AND :b", t=thread_id, a=from_version, b=to_version)
+    rows = query(
+        database_url,
+        "SELECT data, metadata FROM events WHERE thread_id = :t AND version BETWEEN :a AND :b",
+        t=thread_id,
+        a=from_version,
+        b=to_version,
+    )
     return sum(stored_size(value) for row in rows for value in row)
 
 
@@ -64,18 +71,21 @@ def test_checkpoints_stay_bounded_and_turns_cost_the_same_at_200_as_at_10(
     for n in range(2, TURNS + 1):
         if n in (10, TURNS):
             # Look at the checkpoint while the run is between its steps.
-            upstream.script({"chunks": ["An answer ", "of fixed ", "size."], "chunk_delay": 1.5,
-                             "usage": USAGE})
-            with backend.stream("POST", "/chat/stream",
-                                json=ask(f"Question number {n:03d}", thread_id=thread_id)) as s:
+            upstream.script(
+                {"chunks": ["An answer ", "of fixed ", "size."], "chunk_delay": 1.5, "usage": USAGE}
+            )
+            with backend.stream(
+                "POST", "/chat/stream", json=ask(f"Question number {n:03d}", thread_id=thread_id)
+            ) as s:
                 lines = s.iter_lines()
                 next(line for line in lines if line == "event: delta")
                 in_flight[n] = checkpoint_bytes(database_url, thread_id)
                 assert any(line == "event: run.completed" for line in lines)
         else:
             upstream.script(fast)
-            response = backend.post("/chat/", json=ask(f"Question number {n:03d}",
-                                                       thread_id=thread_id))
+            response = backend.post(
+                "/chat/", json=ask(f"Question number {n:03d}", thread_id=thread_id)
+            )
             assert response.status_code == 200
         version = 4 * n + 1
         per_turn_events[n] = event_bytes(database_url, thread_id, version - 3, version)

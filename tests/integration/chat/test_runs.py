@@ -24,14 +24,25 @@ def orphan_run(database_url: str, params: dict[str, object] | None = None) -> st
     async def write() -> None:
         db = create_database(database_url)
         try:
-            await EventStore(db).append("orphaned", [
-                thread_created(owner="local"), message_added("Are you still there?"),
-                NewEvent(RUN_STARTED, {"run_id": RUN_ID, "model": "gpt-4o-mini",
-                                       "params": params or {"temperature": 0.5,
-                                                            "max_tokens": None},
-                                       "prompt_version": 2}, {"user": "local"},
-                         run_started_id(RUN_ID)),
-            ], 0)
+            await EventStore(db).append(
+                "orphaned",
+                [
+                    thread_created(owner="local"),
+                    message_added("Are you still there?"),
+                    NewEvent(
+                        RUN_STARTED,
+                        {
+                            "run_id": RUN_ID,
+                            "model": "gpt-4o-mini",
+                            "params": params or {"temperature": 0.5, "max_tokens": None},
+                            "prompt_version": 2,
+                        },
+                        {"user": "local"},
+                        run_started_id(RUN_ID),
+                    ),
+                ],
+                0,
+            )
         finally:
             await db.dispose()
 
@@ -48,7 +59,9 @@ def test_an_orphaned_run_is_resumed_from_its_started_event(
     wait_idle(backend, thread_id)
     messages = backend.get(f"/threads/{thread_id}/messages").json()["messages"]
     assert [(m["role"], m["content"], m["run_id"]) for m in messages] == [
-        ("user", "Are you still there?", None), ("assistant", "Yes, still here.", RUN_ID)]
+        ("user", "Are you still there?", None),
+        ("assistant", "Yes, still here.", RUN_ID),
+    ]
     sent = upstream.chat_requests[0].body
     assert sent["messages"] == [{"role": "user", "content": "Are you still there?"}]
     assert sent["temperature"] == 0.5
@@ -106,10 +119,14 @@ def test_cancel_reaches_the_run_on_another_replica(
 
 def test_cors_preflight_follows_the_setting(start_backend: StartBackend) -> None:
     backend = start_backend(cors_origins="https://app.example.com")
-    preflight = backend.options("/chat/", headers={
-        "Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"})
+    preflight = backend.options(
+        "/chat/",
+        headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"},
+    )
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
-    other = backend.options("/chat/", headers={
-        "Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"})
+    other = backend.options(
+        "/chat/",
+        headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"},
+    )
     assert "access-control-allow-origin" not in other.headers

@@ -17,8 +17,13 @@ def create(backend: httpx.Client, **body: object) -> dict[str, object]:
 
 def test_create_get_patch_delete(backend: httpx.Client, database_url: str) -> None:
     thread = create(backend, title="Plans", metadata={"project": "x"})
-    assert (thread["title"], thread["metadata"], thread["version"], thread["message_count"],
-            thread["status"]) == ("Plans", {"project": "x"}, 1, 0, "idle")
+    assert (
+        thread["title"],
+        thread["metadata"],
+        thread["version"],
+        thread["message_count"],
+        thread["status"],
+    ) == ("Plans", {"project": "x"}, 1, 0, "idle")
     assert backend.get(f"/threads/{thread['id']}").json() == thread
 
     renamed = backend.patch(f"/threads/{thread['id']}", json={"title": "Holiday plans"})
@@ -30,8 +35,13 @@ def test_create_get_patch_delete(backend: httpx.Client, database_url: str) -> No
     assert retagged.json()["title"] == "Holiday plans"
 
     assert backend.delete(f"/threads/{thread['id']}").status_code == 204
-    for method, path in (("GET", ""), ("PATCH", ""), ("DELETE", ""), ("GET", "/messages"),
-                         ("POST", "/cancel")):
+    for method, path in (
+        ("GET", ""),
+        ("PATCH", ""),
+        ("DELETE", ""),
+        ("GET", "/messages"),
+        ("POST", "/cancel"),
+    ):
         body = {"title": "x"} if method == "PATCH" else None
         gone = backend.request(method, f"/threads/{thread['id']}{path}", json=body)
         assert (gone.status_code, gone.json()["error"]["code"]) == (404, "thread_not_found")
@@ -40,11 +50,18 @@ def test_create_get_patch_delete(backend: httpx.Client, database_url: str) -> No
     assert event_count(database_url, str(thread["id"])) == 4
 
 
-@pytest.mark.parametrize(("method", "body"), [
-    ("POST", {"title": 5}), ("POST", {"metadata": "x"}), ("POST", {"title": "a\u0000"}),
-    ("POST", {"other": 1}), ("PATCH", {}), ("PATCH", {"metadata": None}),
-    ("PATCH", {"title": "t" * 501}),
-])
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("POST", {"title": 5}),
+        ("POST", {"metadata": "x"}),
+        ("POST", {"title": "a\u0000"}),
+        ("POST", {"other": 1}),
+        ("PATCH", {}),
+        ("PATCH", {"metadata": None}),
+        ("PATCH", {"title": "t" * 501}),
+    ],
+)
 def test_bad_thread_bodies_are_422_and_write_nothing(
     backend: httpx.Client, database_url: str, method: str, body: dict[str, object]
 ) -> None:
@@ -82,15 +99,24 @@ def test_messages_page_oldest_first(backend: httpx.Client) -> None:
         backend.post("/chat/", json=ask(f"q{i}", thread_id=thread_id))
     pages, after = [], 0
     while True:
-        page = backend.get(f"/threads/{thread_id}/messages",
-                           params={"after_version": after, "limit": 3}).json()
+        page = backend.get(
+            f"/threads/{thread_id}/messages", params={"after_version": after, "limit": 3}
+        ).json()
         pages.append([m["content"] for m in page["messages"]])
         if page["next_cursor"] is None:
             break
         after = int(page["next_cursor"])
     flat = [c for page in pages for c in page]
-    assert flat == ["q1", "You said: q1", "q2", "You said: q2", "q3", "You said: q3", "q4",
-                    "You said: q4"]
+    assert flat == [
+        "q1",
+        "You said: q1",
+        "q2",
+        "You said: q2",
+        "q3",
+        "You said: q3",
+        "q4",
+        "You said: q4",
+    ]
     assert [len(p) for p in pages] == [3, 3, 2]
 
 
@@ -100,24 +126,37 @@ def test_unknown_routes_and_methods_use_the_envelope(backend: httpx.Client) -> N
 
 
 def test_service_routes(backend: httpx.Client) -> None:
-    assert backend.get("/").json() == {"service": "main-backend", "version": "0.1.0",
-                                       "status": "ok"}
+    assert backend.get("/").json() == {
+        "service": "main-backend",
+        "version": "0.1.0",
+        "status": "ok",
+    }
     health = backend.get("/health")
     assert health.status_code == 200
     assert {k: v["status"] for k, v in health.json()["checks"].items()} == {
-        "database": "ok", "migrations": "ok", "llm_agent": "ok"}
+        "database": "ok",
+        "migrations": "ok",
+        "llm_agent": "ok",
+    }
     backend.post("/chat/", json=ask("hi"))
     metrics = backend.get("/metrics").text
-    assert 'http_request_duration_seconds_count{method="POST",route="/chat/",status="200"}' \
-        in metrics
+    assert (
+        'http_request_duration_seconds_count{method="POST",route="/chat/",status="200"}' in metrics
+    )
     assert 'stubichat_runs_total{status="completed"} 1.0' in metrics
     assert "stubichat_event_appends_total 5.0" in metrics  # created, question, started, answer, end
     assert 'stubichat_llm_duration_seconds_count{model="gpt-4o-mini"} 1.0' in metrics
     assert 'stubichat_llm_time_to_first_token_seconds_count{model="gpt-4o-mini"} 1.0' in metrics
     assert 'stubichat_llm_tokens_total{kind="completion",model="gpt-4o-mini"}' in metrics
     assert "stubichat_active_streams 0.0" in metrics
-    stale = backend.post("/chat/", json=ask("again", thread_id=backend.get("/threads").json()[
-        "threads"][0]["id"], expected_version=1))
+    stale = backend.post(
+        "/chat/",
+        json=ask(
+            "again",
+            thread_id=backend.get("/threads").json()["threads"][0]["id"],
+            expected_version=1,
+        ),
+    )
     assert stale.status_code == 409
     assert "stubichat_version_conflicts_total" in backend.get("/metrics").text
     assert 'stubichat_errors_total{code="version_conflict"} 1.0' in backend.get("/metrics").text

@@ -178,9 +178,7 @@ async def test_a_failed_run_resumes_from_its_checkpoint(
     runs = {"first": 0, "second": 0}
     graph = two_step_graph(saver, runs, fail_second_once=True)
     with pytest.raises(RuntimeError, match="second step failed"):
-        await graph.ainvoke(
-            {"steps": [], "notes": {}}, config=config("t1"), durability=durability
-        )
+        await graph.ainvoke({"steps": [], "notes": {}}, config=config("t1"), durability=durability)
     assert runs == {"first": 1, "second": 1}
     state = await graph.aget_state(config("t1"))
     assert state.next == ("second",)
@@ -203,10 +201,12 @@ async def test_the_pool_replaces_connections_the_server_dropped(
     database = normalize_database_url(database_url).database
     admin_url = databases.POSTGRES_ADMIN_URL
     async with await AsyncConnection.connect(admin_url, autocommit=True) as admin:
-        terminated = await (await admin.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
-            (database,),
-        )).fetchone()
+        terminated = await (
+            await admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
+                (database,),
+            )
+        ).fetchone()
     assert terminated is not None and terminated[0] >= 1  # as a server restart would
 
     assert await saver.aget_tuple(config("t1")) is not None
@@ -237,9 +237,11 @@ async def test_prune_thread_deletes_one_thread_only(
 
 
 def table_names(database_url: str) -> set[str]:
-    engine = sa.create_engine(normalize_database_url(database_url).set(
-        drivername="sqlite" if database_url.startswith("sqlite") else "postgresql+psycopg"
-    ))
+    engine = sa.create_engine(
+        normalize_database_url(database_url).set(
+            drivername="sqlite" if database_url.startswith("sqlite") else "postgresql+psycopg"
+        )
+    )
     try:
         return set(sa.inspect(engine).get_table_names()) - {"alembic_version"}
     finally:
@@ -304,18 +306,25 @@ async def sqlite_schema(path: Path) -> dict[str, Any]:
 
 async def postgres_schema(conninfo: str) -> dict[str, Any]:
     async with await AsyncConnection.connect(conninfo, row_factory=dict_row) as conn:
-        columns = await (await conn.execute(
-            """SELECT table_name, column_name, ordinal_position, data_type, is_nullable,
+        columns = await (
+            await conn.execute(
+                """SELECT table_name, column_name, ordinal_position, data_type, is_nullable,
                       column_default
                FROM information_schema.columns
                WHERE table_schema = 'public' AND table_name LIKE 'checkpoint%'
-               ORDER BY table_name, ordinal_position""")).fetchall()
-        indexes = await (await conn.execute(
-            """SELECT tablename, indexname, indexdef FROM pg_indexes
+               ORDER BY table_name, ordinal_position"""
+            )
+        ).fetchall()
+        indexes = await (
+            await conn.execute(
+                """SELECT tablename, indexname, indexdef FROM pg_indexes
                WHERE schemaname = 'public' AND tablename LIKE 'checkpoint%'
-               ORDER BY tablename, indexname""")).fetchall()
-        versions = await (await conn.execute(
-            "SELECT v FROM checkpoint_migrations ORDER BY v")).fetchall()
+               ORDER BY tablename, indexname"""
+            )
+        ).fetchall()
+        versions = await (
+            await conn.execute("SELECT v FROM checkpoint_migrations ORDER BY v")
+        ).fetchall()
         return {"columns": columns, "indexes": indexes, "versions": versions}
 
 

@@ -17,8 +17,7 @@ from main_backend.events.store import EventStore
 from tests.support.events import message_added
 
 
-async def append_with_retries(store: EventStore, thread_id: str, count: int,
-                              tag: str) -> int:
+async def append_with_retries(store: EventStore, thread_id: str, count: int, tag: str) -> int:
     """Append `count` messages one by one, re-reading the version after each conflict."""
     conflicts = 0
     for i in range(count):

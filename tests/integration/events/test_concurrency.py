@@ -75,9 +75,18 @@ def test_writers_in_separate_processes_never_see_a_locked_database(database_url:
     asyncio.run(_create_thread(database_url))
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.events.append_worker", database_url,
-             "t1", "60"],
-            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.events.append_worker",
+                database_url,
+                "t1",
+                "60",
+            ],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(3)
     ]
@@ -117,7 +126,8 @@ async def test_the_pool_survives_dropped_server_connections(
     with psycopg.connect(postgres_admin, autocommit=True) as admin:
         killed = admin.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
         ).fetchone()
     assert killed is not None and killed[0] >= 1, "no pooled connection was open to kill"
     # Pooled connections are dead now; pre-ping replaces them transparently.

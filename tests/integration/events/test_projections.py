@@ -16,8 +16,10 @@ from tests.support.events import message_added, run_completed, run_started, thre
 async def snapshot(db: Database) -> dict[str, list[dict[str, Any]]]:
     async with db.engine.connect() as conn:
         return {
-            table: [dict(row._mapping) for row in await conn.execute(
-                sa.text(f"SELECT * FROM {table} ORDER BY {key}"))]
+            table: [
+                dict(row._mapping)
+                for row in await conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY {key}"))
+            ]
             for table, key in (("threads", "thread_id"), ("messages", "message_id"))
         }
 
@@ -28,10 +30,18 @@ async def populate(store: EventStore) -> None:
         version = (await store.append(thread_id, [thread_created(owner=f"u{n % 2}")], 0)).version
         for turn in range(n + 1):
             answer = message_added(f"answer {turn}", role="assistant", run_id=f"r{n}-{turn}")
-            version = (await store.append(thread_id, [
-                message_added(f"question {turn}"), run_started(f"r{n}-{turn}", version + 1),
-                answer, run_completed(f"r{n}-{turn}", answer.data["message_id"]),
-            ], version)).version
+            version = (
+                await store.append(
+                    thread_id,
+                    [
+                        message_added(f"question {turn}"),
+                        run_started(f"r{n}-{turn}", version + 1),
+                        answer,
+                        run_completed(f"r{n}-{turn}", answer.data["message_id"]),
+                    ],
+                    version,
+                )
+            ).version
     await store.append("thread-1", [NewEvent(THREAD_UPDATED, {"title": "renamed"})], 9)
     await store.append("thread-2", [NewEvent(THREAD_DELETED, {})], 13)
     await store.append("thread-3", [message_added("pending"), run_started("r-open", 18)], 17)
@@ -69,17 +79,26 @@ async def test_rebuild_restores_wiped_read_models(store: EventStore, db: Databas
 async def test_verify_names_each_tampered_field(store: EventStore, db: Database) -> None:
     await populate(store)
     async with db.engine.begin() as conn:
-        await conn.execute(sa.text(
-            "UPDATE threads SET title = 'forged' WHERE thread_id = 'thread-0'"))
-        await conn.execute(sa.text(
-            "UPDATE messages SET content = 'forged' WHERE thread_id = 'thread-4' AND version = 2"))
-        await conn.execute(sa.text("DELETE FROM messages WHERE thread_id = 'thread-1' "
-                                   "AND version = 4"))
+        await conn.execute(
+            sa.text("UPDATE threads SET title = 'forged' WHERE thread_id = 'thread-0'")
+        )
+        await conn.execute(
+            sa.text(
+                "UPDATE messages SET content = 'forged' "
+                "WHERE thread_id = 'thread-4' AND version = 2"
+            )
+        )
+        await conn.execute(
+            sa.text("DELETE FROM messages WHERE thread_id = 'thread-1' AND version = 4")
+        )
     report = await projections.verify(db)
     assert not report.ok
     found = {(m["kind"], m["thread_id"], m.get("field")) for m in report.mismatches}
-    assert found == {("thread", "thread-0", "title"), ("message", "thread-4", "content"),
-                     ("missing_message", "thread-1", None)}
+    assert found == {
+        ("thread", "thread-0", "title"),
+        ("message", "thread-4", "content"),
+        ("missing_message", "thread-1", None),
+    }
     forged = next(m for m in report.mismatches if m.get("field") == "title")
     assert (forged["expected"], forged["actual"]) == ("A thread", "forged")
 
@@ -87,9 +106,12 @@ async def test_verify_names_each_tampered_field(store: EventStore, db: Database)
 async def test_verify_reports_read_models_without_events(store: EventStore, db: Database) -> None:
     await populate(store)
     async with db.engine.begin() as conn:
-        await conn.execute(sa.text(
-            "INSERT INTO threads (thread_id, owner, metadata, created_at, updated_at, version, "
-            "message_count, deleted) SELECT 'ghost', owner, metadata, created_at, updated_at, "
-            "1, 0, deleted FROM threads WHERE thread_id = 'thread-0'"))
+        await conn.execute(
+            sa.text(
+                "INSERT INTO threads (thread_id, owner, metadata, created_at, updated_at, version, "
+                "message_count, deleted) SELECT 'ghost', owner, metadata, created_at, updated_at, "
+                "1, 0, deleted FROM threads WHERE thread_id = 'thread-0'"
+            )
+        )
     report = await projections.verify(db)
     assert report.mismatches == [{"kind": "extra_thread", "thread_id": "ghost"}]

@@ -18,18 +18,21 @@ from tests.support.events import message_added, run_completed, run_started, thre
 
 async def table_counts(db: Database) -> tuple[int, int, int]:
     async with db.engine.connect() as conn:
-        return tuple([  # type: ignore[return-value]
-            await conn.scalar(sa.text(f"SELECT count(*) FROM {table}"))
-            for table in ("events", "threads", "messages")
-        ])
+        return tuple(
+            [  # type: ignore[return-value]
+                await conn.scalar(sa.text(f"SELECT count(*) FROM {table}"))
+                for table in ("events", "threads", "messages")
+            ]
+        )
 
 
 async def test_append_stores_versions_positions_and_read_models(store: EventStore) -> None:
     question = message_added("What is 2+2?")
     first = await store.append("t1", [thread_created(owner="ann"), question], 0)
     answer = message_added("4", role="assistant", run_id="r1")
-    second = await store.append("t1", [run_started("r1", 2), answer,
-                                       run_completed("r1", answer.data["message_id"])], 2)
+    second = await store.append(
+        "t1", [run_started("r1", 2), answer, run_completed("r1", answer.data["message_id"])], 2
+    )
     assert (first.version, second.version, first.replayed) == (2, 5, False)
 
     events = await store.read_thread("t1")
@@ -37,15 +40,21 @@ async def test_append_stores_versions_positions_and_read_models(store: EventStor
     positions = [e.position for e in events]
     assert positions == sorted(positions) and len(set(positions)) == 5
     assert events[1].data == question.data and events[1].metadata == {"request_id": "test"}
-    assert all(e.recorded_at.tzinfo is not None and e.recorded_at.utcoffset() == UTC.utcoffset(None)
-               for e in events)
+    assert all(
+        e.recorded_at.tzinfo is not None and e.recorded_at.utcoffset() == UTC.utcoffset(None)
+        for e in events
+    )
     # One append, one timestamp.
     assert events[2].recorded_at == events[4].recorded_at
 
     thread = await store.get_thread("t1")
     assert thread is not None
     assert (thread.owner, thread.version, thread.message_count, thread.status) == (
-        "ann", 5, 2, "idle")
+        "ann",
+        5,
+        2,
+        "idle",
+    )
     assert thread.updated_at == events[-1].recorded_at
     assert await store.current_version("t1") == 5
     assert await store.read_thread("t1", from_version=2, to_version=3) == events[1:3]
@@ -103,29 +112,38 @@ async def test_a_failing_batch_writes_nothing(store: EventStore, db: Database) -
     assert await store.current_version("t1") == 1
 
 
-@pytest.mark.parametrize(("thread_id", "events", "message"), [
-    ("t1", [], "at least one event"),
-    ("", [thread_created()], "thread_id"),
-    ("x" * 65, [thread_created()], "thread_id"),
-    ("t\x00", [thread_created()], "NUL"),
-    ("t1", [NewEvent("thread.renamed", {})], "unknown event type"),
-    ("t1", [NewEvent("thread.created", {"owner": "a"})], "needs"),
-    ("t1", [thread_created(title="nul \x00 title")], "NUL"),
-    ("t1", [thread_created(metadata={"k\x00": 1})], "NUL"),
-    ("t1", [thread_created(metadata={"score": math.nan})], "JSON"),
-    ("t1", [thread_created(metadata={"when": object()})], "JSON"),
-    # What no engine or response could carry back, and metadata past its limits.
-    ("t1", [thread_created(title="lone \ud800")], "surrogate"),
-    ("t1", [thread_created(metadata={"\udc00": 1})], "surrogate"),
-    ("t1", [thread_created(), message_added("x\ud800")], "surrogate"),
-    ("t\ud800", [thread_created()], "surrogate"),
-    ("t1", [thread_created(metadata=json.loads('{"k":' * 33 + "1" + "}" * 33))], "nested"),
-    ("t1", [thread_created(metadata={"k": "x" * 16 * 1024})], "bytes"),
-    ("t1", [thread_created(metadata=[1])], "type"),
-    ("t1", [thread_created(), message_added(role="tool")], "role"),
-    ("t1", [NewEvent("thread.deleted", {}, {}, "same"), NewEvent("thread.deleted", {}, {}, "same")],
-     "twice"),
-])
+@pytest.mark.parametrize(
+    ("thread_id", "events", "message"),
+    [
+        ("t1", [], "at least one event"),
+        ("", [thread_created()], "thread_id"),
+        ("x" * 65, [thread_created()], "thread_id"),
+        ("t\x00", [thread_created()], "NUL"),
+        ("t1", [NewEvent("thread.renamed", {})], "unknown event type"),
+        ("t1", [NewEvent("thread.created", {"owner": "a"})], "needs"),
+        ("t1", [thread_created(title="nul \x00 title")], "NUL"),
+        ("t1", [thread_created(metadata={"k\x00": 1})], "NUL"),
+        ("t1", [thread_created(metadata={"score": math.nan})], "JSON"),
+        ("t1", [thread_created(metadata={"when": object()})], "JSON"),
+        # What no engine or response could carry back, and metadata past its limits.
+        ("t1", [thread_created(title="lone \ud800")], "surrogate"),
+        ("t1", [thread_created(metadata={"\udc00": 1})], "surrogate"),
+        ("t1", [thread_created(), message_added("x\ud800")], "surrogate"),
+        ("t\ud800", [thread_created()], "surrogate"),
+        ("t1", [thread_created(metadata=json.loads('{"k":' * 33 + "1" + "}" * 33))], "nested"),
+        ("t1", [thread_created(metadata={"k": "x" * 16 * 1024})], "bytes"),
+        ("t1", [thread_created(metadata=[1])], "type"),
+        ("t1", [thread_created(), message_added(role="tool")], "role"),
+        (
+            "t1",
+            [
+                NewEvent("thread.deleted", {}, {}, "same"),
+                NewEvent("thread.deleted", {}, {}, "same"),
+            ],
+            "twice",
+        ),
+    ],
+)
 async def test_events_that_must_not_be_stored_are_refused(
     store: EventStore, db: Database, thread_id: str, events: list[NewEvent], message: str
 ) -> None:
@@ -143,12 +161,15 @@ async def test_nul_in_message_content_is_a_validation_error(
     assert await table_counts(db) == (1, 1, 0)
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE events SET type = 'thread.deleted'",
-    "UPDATE events SET data = data WHERE version = 1",
-    "DELETE FROM events",
-    "DELETE FROM events WHERE version = 2",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET type = 'thread.deleted'",
+        "UPDATE events SET data = data WHERE version = 1",
+        "DELETE FROM events",
+        "DELETE FROM events WHERE version = 2",
+    ],
+)
 async def test_the_database_refuses_to_rewrite_history(
     store: EventStore, db: Database, statement: str
 ) -> None:
@@ -182,18 +203,19 @@ async def test_the_global_feed_pages_in_position_order(store: EventStore) -> Non
     assert await store.read_all(feed[-1].position) == []
 
 
-async def test_messages_backwards_reads_only_what_it_needs(
-    store: EventStore, db: Database
-) -> None:
+async def test_messages_backwards_reads_only_what_it_needs(store: EventStore, db: Database) -> None:
     await store.append("t1", [thread_created()], 0)
     version = 1
     for start in range(0, 600, 100):
-        batch = [message_added(f"m{i}", role="user" if i % 2 == 0 else "assistant")
-                 for i in range(start, start + 100)]
+        batch = [
+            message_added(f"m{i}", role="user" if i % 2 == 0 else "assistant")
+            for i in range(start, start + 100)
+        ]
         version = (await store.append("t1", batch, version)).version
     statements: list[str] = []
-    sa.event.listen(db.engine.sync_engine, "before_cursor_execute",
-                    lambda *args: statements.append(args[2]))
+    sa.event.listen(
+        db.engine.sync_engine, "before_cursor_execute", lambda *args: statements.append(args[2])
+    )
 
     newest = []
     async for message in store.iter_messages_backwards("t1", window=8):
@@ -204,8 +226,9 @@ async def test_messages_backwards_reads_only_what_it_needs(
     # the current version, then one window of 8 versions
     assert len([s for s in statements if "FROM events" in s]) == 2
 
-    as_of = [m.content async for m in store.iter_messages_backwards("t1", up_to_version=4,
-                                                                    window=2)]
+    as_of = [
+        m.content async for m in store.iter_messages_backwards("t1", up_to_version=4, window=2)
+    ]
     assert as_of == ["m2", "m1", "m0"]
     everything = [m.version async for m in store.iter_messages_backwards("t1", window=64)]
     assert everything == list(range(601, 1, -1))

@@ -10,11 +10,24 @@ from tests.support.sse import parse_sse
 
 
 def test_generate_returns_the_upstream_answer(agent: httpx.Client, upstream: FakeOpenAI) -> None:
-    upstream.script({"content": "Hello! I am fine.", "usage": {
-        "prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}})
-    response = agent.post("/generate/", json={**USER_HI, "model": "gpt-4o", "temperature": 0.2,
-                                              "max_tokens": 50, "top_p": 0.9, "stop": ["END"],
-                                              "user": "u-1"})
+    upstream.script(
+        {
+            "content": "Hello! I am fine.",
+            "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
+        }
+    )
+    response = agent.post(
+        "/generate/",
+        json={
+            **USER_HI,
+            "model": "gpt-4o",
+            "temperature": 0.2,
+            "max_tokens": 50,
+            "top_p": 0.9,
+            "stop": ["END"],
+            "user": "u-1",
+        },
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["content"] == "Hello! I am fine."
@@ -25,9 +38,16 @@ def test_generate_returns_the_upstream_answer(agent: httpx.Client, upstream: Fak
 
     [sent] = upstream.chat_requests
     assert sent.headers["authorization"] == "Bearer sk-test"
-    assert sent.body == {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
-                         "temperature": 0.2, "max_tokens": 50, "stream": False, "top_p": 0.9,
-                         "stop": ["END"], "user": "u-1"}
+    assert sent.body == {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0.2,
+        "max_tokens": 50,
+        "stream": False,
+        "top_p": 0.9,
+        "stop": ["END"],
+        "user": "u-1",
+    }
 
 
 def test_defaults_are_sent_when_the_request_gives_none(
@@ -36,13 +56,13 @@ def test_defaults_are_sent_when_the_request_gives_none(
     assert agent.post("/generate/", json=USER_HI).status_code == 200
     [sent] = upstream.chat_requests
     assert (sent.body["model"], sent.body["temperature"], sent.body["max_tokens"]) == (
-        "gpt-4o-mini", 0.7, 4096
+        "gpt-4o-mini",
+        0.7,
+        4096,
     )
 
 
-def test_long_prompts_reach_the_upstream_exactly(
-    agent: httpx.Client, upstream: FakeOpenAI
-) -> None:
+def test_long_prompts_reach_the_upstream_exactly(agent: httpx.Client, upstream: FakeOpenAI) -> None:
     messages = [{"role": "system", "content": "You are terse."}] + [
         {"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} \u00e9\u4e2d"}
         for i in range(399)
@@ -52,17 +72,19 @@ def test_long_prompts_reach_the_upstream_exactly(
     assert upstream.chat_requests[0].body["messages"] == messages
 
 
-def test_request_id_is_forwarded_to_the_upstream(
-    agent: httpx.Client, upstream: FakeOpenAI
-) -> None:
+def test_request_id_is_forwarded_to_the_upstream(agent: httpx.Client, upstream: FakeOpenAI) -> None:
     response = agent.post("/generate/", json=USER_HI, headers={"X-Request-ID": "req-42"})
     assert response.headers["x-request-id"] == "req-42"
     assert upstream.chat_requests[0].headers["x-request-id"] == "req-42"
 
 
 def test_stream_relays_deltas_then_done(agent: httpx.Client, upstream: FakeOpenAI) -> None:
-    upstream.script({"chunks": ["Hel", "lo", ", wor", "ld"],
-                     "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}})
+    upstream.script(
+        {
+            "chunks": ["Hel", "lo", ", wor", "ld"],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+        }
+    )
     response = agent.post("/generate/stream", json=USER_HI)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")

@@ -12,8 +12,12 @@ from tests.support.servers import serve_in_thread
 
 
 def test_root_names_the_provider_and_default_model(agent: httpx.Client) -> None:
-    assert agent.get("/").json() == {"service": "llm-agent", "version": "0.1.0",
-                                     "provider": "openai", "default_model": "gpt-4o-mini"}
+    assert agent.get("/").json() == {
+        "service": "llm-agent",
+        "version": "0.1.0",
+        "provider": "openai",
+        "default_model": "gpt-4o-mini",
+    }
 
 
 def test_echo_provider_says_so_plainly(start_agent: StartAgent, upstream: FakeOpenAI) -> None:
@@ -65,11 +69,20 @@ class TestBearerToken:
         return start_agent(llm_agent_token="s3cret")
 
     @pytest.mark.parametrize("header", [None, "Bearer wrong", "s3cret", "Basic s3cret"])
-    @pytest.mark.parametrize(("method", "path"), [
-        ("POST", "/generate/"), ("POST", "/generate/stream"), ("GET", "/models"),
-    ])
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [
+            ("POST", "/generate/"),
+            ("POST", "/generate/stream"),
+            ("GET", "/models"),
+        ],
+    )
     def test_protected_routes_refuse_without_the_token(
-        self, agent: httpx.Client, upstream: FakeOpenAI, method: str, path: str,
+        self,
+        agent: httpx.Client,
+        upstream: FakeOpenAI,
+        method: str,
+        path: str,
         header: str | None,
     ) -> None:
         headers = {} if header is None else {"Authorization": header}
@@ -92,22 +105,29 @@ class TestBearerToken:
 def test_metrics_cover_requests_latency_tokens_and_errors(
     agent: httpx.Client, upstream: FakeOpenAI
 ) -> None:
-    upstream.script({"usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}},
-                    {"chunks": ["a", "b"]})
+    upstream.script(
+        {"usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}},
+        {"chunks": ["a", "b"]},
+    )
     agent.post("/generate/", json=USER_HI)
     agent.post("/generate/stream", json=USER_HI)
     agent.post("/generate/", json={"messages": []})
     response = agent.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
-    assert ('http_request_duration_seconds_count{method="POST",route="/generate/",status="200"}'
-            ' 1.0') in text
-    assert ('http_request_duration_seconds_count{method="POST",route="/generate/",status="422"}'
-            ' 1.0') in text
-    assert ('llm_upstream_duration_seconds_count{model="gpt-4o-mini",outcome="ok",'
-            'provider="openai"} 2.0') in text
-    assert 'llm_time_to_first_token_seconds_count{model="gpt-4o-mini",provider="openai"} 1.0' \
-        in text
+    assert (
+        'http_request_duration_seconds_count{method="POST",route="/generate/",status="200"} 1.0'
+    ) in text
+    assert (
+        'http_request_duration_seconds_count{method="POST",route="/generate/",status="422"} 1.0'
+    ) in text
+    assert (
+        'llm_upstream_duration_seconds_count{model="gpt-4o-mini",outcome="ok",'
+        'provider="openai"} 2.0'
+    ) in text
+    assert (
+        'llm_time_to_first_token_seconds_count{model="gpt-4o-mini",provider="openai"} 1.0' in text
+    )
     assert 'llm_tokens_total{kind="prompt",model="gpt-4o-mini",provider="openai"}' in text
     assert 'llm_errors_total{code="invalid_request"} 1.0' in text
     assert "llm_active_streams 0.0" in text
@@ -123,7 +143,11 @@ def test_an_unexpected_failure_is_a_500_envelope_without_a_trace(upstream: FakeO
     with serve_in_thread(app) as url, httpx.Client(base_url=url) as client:
         response = client.get("/explode", headers={"X-Request-ID": "boom-1"})
     assert response.status_code == 500
-    assert response.json() == {"error": {
-        "code": "internal_error", "message": "an unexpected error occurred; see the service logs",
-        "request_id": "boom-1"}}
+    assert response.json() == {
+        "error": {
+            "code": "internal_error",
+            "message": "an unexpected error occurred; see the service logs",
+            "request_id": "boom-1",
+        }
+    }
     assert "secret internals" not in response.text

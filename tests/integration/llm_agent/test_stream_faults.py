@@ -23,21 +23,31 @@ def stream(agent: httpx.Client) -> list[Event]:
 def assert_cut_off(events: list[Event], deltas: int, code: str, retryable: bool) -> None:
     names = [e.event for e in events]
     assert names == ["delta"] * deltas + ["error"], names
-    assert events[-1].data == {"code": code, "message": events[-1].data["message"],
-                               "retryable": retryable}
+    assert events[-1].data == {
+        "code": code,
+        "message": events[-1].data["message"],
+        "retryable": retryable,
+    }
     assert events[-1].data["message"]
 
 
-@pytest.mark.parametrize(("fault", "deltas", "code", "retryable"), [
-    ({"drop_after": 2}, 2, "upstream_error", True),
-    ({"truncate_after": 2}, 2, "upstream_error", True),
-    ({"malformed_after": 2}, 2, "upstream_error", True),
-    ({"omit_done": True}, 4, "upstream_error", True),
-    ({"finish_reason": None}, 4, "upstream_error", True),
-])
+@pytest.mark.parametrize(
+    ("fault", "deltas", "code", "retryable"),
+    [
+        ({"drop_after": 2}, 2, "upstream_error", True),
+        ({"truncate_after": 2}, 2, "upstream_error", True),
+        ({"malformed_after": 2}, 2, "upstream_error", True),
+        ({"omit_done": True}, 4, "upstream_error", True),
+        ({"finish_reason": None}, 4, "upstream_error", True),
+    ],
+)
 def test_faults_after_the_first_delta_end_with_one_error_and_no_retry(
-    agent: httpx.Client, upstream: FakeOpenAI,
-    fault: dict[str, Any], deltas: int, code: str, retryable: bool,
+    agent: httpx.Client,
+    upstream: FakeOpenAI,
+    fault: dict[str, Any],
+    deltas: int,
+    code: str,
+    retryable: bool,
 ) -> None:
     upstream.script({"chunks": CHUNKS, **fault})
     events = stream(agent)
@@ -56,13 +66,17 @@ def test_a_stalled_stream_times_out_instead_of_hanging(
     assert_cut_off(events, 1, "upstream_timeout", True)
 
 
-@pytest.mark.parametrize("fault", [
-    {"chunks": CHUNKS, "drop_after": 0},
-    {"chunks": CHUNKS, "truncate_after": 0},
-    {"chunks": CHUNKS, "malformed_after": 0},
-    {"chunks": [], "omit_done": True},
-    {"chunks": [], "finish_reason": None},
-], ids=["dropped", "truncated", "malformed", "no-done", "no-finish-reason"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"chunks": CHUNKS, "drop_after": 0},
+        {"chunks": CHUNKS, "truncate_after": 0},
+        {"chunks": CHUNKS, "malformed_after": 0},
+        {"chunks": [], "omit_done": True},
+        {"chunks": [], "finish_reason": None},
+    ],
+    ids=["dropped", "truncated", "malformed", "no-done", "no-finish-reason"],
+)
 def test_any_fault_before_the_first_delta_is_retried(
     agent: httpx.Client, upstream: FakeOpenAI, fault: dict[str, Any]
 ) -> None:

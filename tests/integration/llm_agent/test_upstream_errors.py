@@ -19,22 +19,30 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     return body["error"]
 
 
-@pytest.mark.parametrize(("upstream_status", "status", "code", "attempts"), [
-    (400, 502, "upstream_error", 1),
-    (401, 502, "upstream_auth_failed", 1),
-    (403, 502, "upstream_auth_failed", 1),
-    (404, 502, "upstream_error", 1),
-    (422, 502, "upstream_error", 1),
-    (408, 504, "upstream_timeout", 4),
-    (429, 429, "upstream_rate_limited", 4),
-    (500, 502, "upstream_error", 4),
-    (502, 502, "upstream_error", 4),
-    (503, 502, "upstream_error", 4),
-])
+@pytest.mark.parametrize(
+    ("upstream_status", "status", "code", "attempts"),
+    [
+        (400, 502, "upstream_error", 1),
+        (401, 502, "upstream_auth_failed", 1),
+        (403, 502, "upstream_auth_failed", 1),
+        (404, 502, "upstream_error", 1),
+        (422, 502, "upstream_error", 1),
+        (408, 504, "upstream_timeout", 4),
+        (429, 429, "upstream_rate_limited", 4),
+        (500, 502, "upstream_error", 4),
+        (502, 502, "upstream_error", 4),
+        (503, 502, "upstream_error", 4),
+    ],
+)
 @pytest.mark.parametrize("path", ["/generate/", "/generate/stream"])
 def test_status_codes_map_and_retry_as_the_rules_say(
-    agent: httpx.Client, upstream: FakeOpenAI, path: str,
-    upstream_status: int, status: int, code: str, attempts: int,
+    agent: httpx.Client,
+    upstream: FakeOpenAI,
+    path: str,
+    upstream_status: int,
+    status: int,
+    code: str,
+    attempts: int,
 ) -> None:
     upstream.script(*[{"status": upstream_status, "headers": {"Retry-After": "0"}}] * 4)
     response = agent.post(path, json=USER_HI)
@@ -66,8 +74,13 @@ def test_retry_after_is_waited_out(agent: httpx.Client, upstream: FakeOpenAI) ->
 
 def test_rate_limit_answer_carries_retry_after(agent: httpx.Client, upstream: FakeOpenAI) -> None:
     # Longer than RETRY_AFTER_MAX: not waited out, handed to the caller at once.
-    upstream.script({"status": 429, "headers": {"Retry-After": "120"},
-                     "error_message": "Rate limit reached for gpt-4o-mini"})
+    upstream.script(
+        {
+            "status": 429,
+            "headers": {"Retry-After": "120"},
+            "error_message": "Rate limit reached for gpt-4o-mini",
+        }
+    )
     response = agent.post("/generate/", json=USER_HI)
     assert response.status_code == 429
     assert response.headers["retry-after"] == "120"
@@ -106,8 +119,7 @@ def test_a_dropped_connection_is_retried(agent: httpx.Client, upstream: FakeOpen
 def test_an_unreachable_upstream_is_a_502(start_agent: StartAgent) -> None:
     from tests.support.servers import free_port
 
-    agent = start_agent(openai_base_url=f"http://127.0.0.1:{free_port()}/v1",
-                        retry_max_attempts=2)
+    agent = start_agent(openai_base_url=f"http://127.0.0.1:{free_port()}/v1", retry_max_attempts=2)
     response = agent.post("/generate/", json=USER_HI)
     assert response.status_code == 502
     error = error_of(response)

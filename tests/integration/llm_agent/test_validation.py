@@ -16,8 +16,9 @@ HI = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture
 def agent(start_agent: StartAgent) -> httpx.Client:
-    return start_agent(max_tokens=1000, max_messages=5, max_content_chars=100,
-                       max_request_bytes=4096)
+    return start_agent(
+        max_tokens=1000, max_messages=5, max_content_chars=100, max_request_bytes=4096
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -26,26 +27,29 @@ def nothing_reaches_the_upstream(upstream: FakeOpenAI) -> Iterator[None]:
     assert upstream.chat_requests == []
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"messages": HI, "model": "gpt-unknown"}, "model"),
-    ({"messages": HI, "temperature": 2.5}, "temperature"),
-    ({"messages": HI, "temperature": -1}, "temperature"),
-    ({"messages": HI, "temperature": "hot"}, "temperature"),
-    ({"messages": HI, "max_tokens": 1001}, "max_tokens"),
-    ({"messages": HI, "max_tokens": 0}, "max_tokens"),
-    ({"messages": HI, "top_p": 2}, "top_p"),
-    ({"messages": HI, "stop": ["1", "2", "3", "4", "5"]}, "stop"),
-    ({"messages": HI, "surprise": True}, "surprise"),
-    ({"messages": []}, "messages"),
-    ({"messages": "hi"}, "messages"),
-    ({}, "messages"),
-    ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
-    ({"messages": [{"role": "user", "content": ""}]}, "messages.0.content"),
-    ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
-    ({"messages": [{"role": "user", "content": "nul\u0000byte"}]}, "messages.0.content"),
-    ({"messages": [{"role": "user", "content": "x" * 101}]}, "messages.0.content"),
-    ({"messages": HI * 6}, "messages"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"messages": HI, "model": "gpt-unknown"}, "model"),
+        ({"messages": HI, "temperature": 2.5}, "temperature"),
+        ({"messages": HI, "temperature": -1}, "temperature"),
+        ({"messages": HI, "temperature": "hot"}, "temperature"),
+        ({"messages": HI, "max_tokens": 1001}, "max_tokens"),
+        ({"messages": HI, "max_tokens": 0}, "max_tokens"),
+        ({"messages": HI, "top_p": 2}, "top_p"),
+        ({"messages": HI, "stop": ["1", "2", "3", "4", "5"]}, "stop"),
+        ({"messages": HI, "surprise": True}, "surprise"),
+        ({"messages": []}, "messages"),
+        ({"messages": "hi"}, "messages"),
+        ({}, "messages"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
+        ({"messages": [{"role": "user", "content": ""}]}, "messages.0.content"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
+        ({"messages": [{"role": "user", "content": "nul\u0000byte"}]}, "messages.0.content"),
+        ({"messages": [{"role": "user", "content": "x" * 101}]}, "messages.0.content"),
+        ({"messages": HI * 6}, "messages"),
+    ],
+)
 @pytest.mark.parametrize("path", ["/generate/", "/generate/stream"])
 def test_invalid_requests_name_the_field(
     agent: httpx.Client, path: str, body: dict[str, Any], field: str
@@ -61,8 +65,9 @@ def test_invalid_requests_name_the_field(
 
 @pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'"text"', b""])
 def test_malformed_bodies_are_422(agent: httpx.Client, content: bytes) -> None:
-    response = agent.post("/generate/", content=content,
-                          headers={"content-type": "application/json"})
+    response = agent.post(
+        "/generate/", content=content, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_request"
 
@@ -81,8 +86,9 @@ def test_an_oversized_chunked_body_is_413(agent: httpx.Client) -> None:
             yield b"x" * 1000
         yield b'"}]}'
 
-    response = agent.post("/generate/", content=chunks(),
-                          headers={"content-type": "application/json"})
+    response = agent.post(
+        "/generate/", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert "content-length" not in response.request.headers
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"

@@ -8,11 +8,15 @@ from llm_agent.providers.echo import EchoProvider
 
 def params(content: str = "Hello there, friend", max_tokens: int = 100) -> GenerationParams:
     return GenerationParams(
-        messages=[{"role": "system", "content": "be nice"},
-                  {"role": "user", "content": "first"},
-                  {"role": "assistant", "content": "Echo: first"},
-                  {"role": "user", "content": content}],
-        model="gpt-4o-mini", temperature=0.7, max_tokens=max_tokens,
+        messages=[
+            {"role": "system", "content": "be nice"},
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "Echo: first"},
+            {"role": "user", "content": content},
+        ],
+        model="gpt-4o-mini",
+        temperature=0.7,
+        max_tokens=max_tokens,
     )
 
 

@@ -15,8 +15,12 @@ from llm_agent.settings import Settings
 
 def settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "default_model": "gpt-4o-mini", "allowed_models": "gpt-4o-mini,gpt-4o",
-        "temperature": 0.3, "max_tokens": 1000, "max_messages": 3, "max_content_chars": 20,
+        "default_model": "gpt-4o-mini",
+        "allowed_models": "gpt-4o-mini,gpt-4o",
+        "temperature": 0.3,
+        "max_tokens": 1000,
+        "max_messages": 3,
+        "max_content_chars": 20,
     }
     return Settings(_env_file=None, **{**values, **overrides})
 
@@ -30,7 +34,10 @@ def request(**fields: Any) -> GenerateRequest:
 def test_defaults_come_from_settings() -> None:
     params = resolve_params(request(), settings(), request_id="rid")
     assert (params.model, params.temperature, params.max_tokens, params.request_id) == (
-        "gpt-4o-mini", 0.3, 1000, "rid"
+        "gpt-4o-mini",
+        0.3,
+        1000,
+        "rid",
     )
     assert params.messages == [{"role": "user", "content": "hi"}]
 
@@ -40,8 +47,14 @@ def test_explicit_values_win() -> None:
         request(model="gpt-4o", temperature=0, max_tokens=10, top_p=0.5, stop="END", user="u1"),
         settings(),
     )
-    assert (params.model, params.temperature, params.max_tokens, params.top_p, params.stop,
-            params.user) == ("gpt-4o", 0, 10, 0.5, ["END"], "u1")
+    assert (
+        params.model,
+        params.temperature,
+        params.max_tokens,
+        params.top_p,
+        params.stop,
+        params.user,
+    ) == ("gpt-4o", 0, 10, 0.5, ["END"], "u1")
 
 
 def _fields(error: InvalidRequest) -> list[str]:
@@ -73,19 +86,22 @@ def test_too_many_messages_and_too_long_content() -> None:
     assert _fields(caught.value) == ["messages", "messages.0.content"]
 
 
-@pytest.mark.parametrize(("fields", "bad_field"), [
-    ({"temperature": 2.1}, "temperature"),
-    ({"temperature": -0.1}, "temperature"),
-    ({"temperature": "0.7"}, "temperature"),
-    ({"top_p": 1.5}, "top_p"),
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"messages": []}, "messages"),
-    ({"messages": [{"role": "tool", "content": "x"}]}, "messages"),
-    ({"messages": [{"role": "user", "content": ""}]}, "messages"),
-    ({"messages": [{"role": "user", "content": "a\x00b"}]}, "messages"),
-    ({"unexpected": 1}, "unexpected"),
-])
+@pytest.mark.parametrize(
+    ("fields", "bad_field"),
+    [
+        ({"temperature": 2.1}, "temperature"),
+        ({"temperature": -0.1}, "temperature"),
+        ({"temperature": "0.7"}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages"),
+        ({"messages": [{"role": "user", "content": ""}]}, "messages"),
+        ({"messages": [{"role": "user", "content": "a\x00b"}]}, "messages"),
+        ({"unexpected": 1}, "unexpected"),
+    ],
+)
 def test_request_shape_rules(fields: dict[str, Any], bad_field: str) -> None:
     with pytest.raises(ValidationError) as caught:
         request(**fields)

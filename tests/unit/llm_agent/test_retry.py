@@ -22,16 +22,26 @@ def policy(**kwargs: object) -> RetryPolicy:
     return RetryPolicy(rng=random.Random(7), **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("error", [
-    UpstreamError("5xx", retryable=True), UpstreamTimeout("slow"), UpstreamRateLimited("429"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        UpstreamError("5xx", retryable=True),
+        UpstreamTimeout("slow"),
+        UpstreamRateLimited("429"),
+    ],
+)
 def test_transient_errors_are_retried(error: AgentError) -> None:
     assert policy().delay_before_retry(1, error) is not None
 
 
-@pytest.mark.parametrize("error", [
-    UpstreamAuthFailed("401"), UpstreamError("400", retryable=False), InvalidRequest("bad"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        UpstreamAuthFailed("401"),
+        UpstreamError("400", retryable=False),
+        InvalidRequest("bad"),
+    ],
+)
 def test_permanent_errors_are_not_retried(error: AgentError) -> None:
     assert policy().delay_before_retry(1, error) is None
 
@@ -40,7 +50,10 @@ def test_attempts_are_bounded() -> None:
     p = policy(max_attempts=4)
     error = UpstreamTimeout("slow")
     assert [p.delay_before_retry(n, error) is not None for n in (1, 2, 3, 4)] == [
-        True, True, True, False
+        True,
+        True,
+        True,
+        False,
     ]
 
 
@@ -48,8 +61,12 @@ def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
     p = policy(base_delay=0.5, max_delay=3.0)
     error = UpstreamTimeout("slow")
     for attempt, ceiling in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (6, 3.0)]:
-        delays = [policy(base_delay=0.5, max_delay=3.0, max_attempts=10)
-                  .delay_before_retry(attempt, error) for _ in range(50)]
+        delays = [
+            policy(base_delay=0.5, max_delay=3.0, max_attempts=10).delay_before_retry(
+                attempt, error
+            )
+            for _ in range(50)
+        ]
         assert all(d is not None and 0 <= d <= ceiling for d in delays)
     # jitter: not every draw is the same
     draws = {p.delay_before_retry(1, error) for _ in range(20)}
@@ -96,16 +113,19 @@ async def test_run_reraises_after_the_last_attempt() -> None:
     assert calls == 3
 
 
-@pytest.mark.parametrize(("headers", "expected"), [
-    ({"Retry-After": "3"}, 3.0),
-    ({"retry-after": "1.5"}, 1.5),
-    ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
-    ({"Retry-After": "Tue, 24 Nov 2026 12:00:10 GMT"}, 10.0),
-    ({"Retry-After": "Tue, 24 Nov 2026 11:00:00 GMT"}, 0.0),
-    ({"Retry-After": "soon"}, None),
-    ({}, None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "3"}, 3.0),
+        ({"retry-after": "1.5"}, 1.5),
+        ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
+        ({"Retry-After": "Tue, 24 Nov 2026 12:00:10 GMT"}, 10.0),
+        ({"Retry-After": "Tue, 24 Nov 2026 11:00:00 GMT"}, 0.0),
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+        (None, None),
+    ],
+)
 def test_parse_retry_after(headers: dict[str, str] | None, expected: float | None) -> None:
     now = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after(headers, now=now) == expected

@@ -24,9 +24,16 @@ T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 def stored(new_events: list[NewEvent], thread_id: str = "t1") -> list[StoredEvent]:
     return [
-        StoredEvent(position=100 + i, event_id=e.event_id, thread_id=thread_id, version=i,
-                    type=e.type, data=e.data, metadata=e.metadata,
-                    recorded_at=T0 + timedelta(seconds=i))
+        StoredEvent(
+            position=100 + i,
+            event_id=e.event_id,
+            thread_id=thread_id,
+            version=i,
+            type=e.type,
+            data=e.data,
+            metadata=e.metadata,
+            recorded_at=T0 + timedelta(seconds=i),
+        )
         for i, e in enumerate(new_events, start=1)
     ]
 
@@ -34,25 +41,34 @@ def stored(new_events: list[NewEvent], thread_id: str = "t1") -> list[StoredEven
 def test_a_conversation_folds_into_state_and_messages() -> None:
     question = message_added("Hi?")
     answer = message_added("Hello!", role="assistant", run_id="r1")
-    state, messages = fold(stored([
-        thread_created(owner="bob", title="Greeting", system_prompt="Be brief."),
-        question, run_started("r1", 2), answer,
-        run_completed("r1", answer.data["message_id"]),
-    ]))
+    state, messages = fold(
+        stored(
+            [
+                thread_created(owner="bob", title="Greeting", system_prompt="Be brief."),
+                question,
+                run_started("r1", 2),
+                answer,
+                run_completed("r1", answer.data["message_id"]),
+            ]
+        )
+    )
     assert state is not None
     assert (state.owner, state.title, state.system_prompt) == ("bob", "Greeting", "Be brief.")
     assert (state.version, state.message_count, state.status) == (5, 2, "idle")
     assert state.created_at == T0 + timedelta(seconds=1)
     assert state.updated_at == T0 + timedelta(seconds=5)
     assert [(m.role, m.content, m.version, m.run_id) for m in messages] == [
-        ("user", "Hi?", 2, None), ("assistant", "Hello!", 4, "r1")]
+        ("user", "Hi?", 2, None),
+        ("assistant", "Hello!", 4, "r1"),
+    ]
 
 
 @pytest.mark.parametrize("terminal", [RUN_FAILED, RUN_CANCELLED])
 def test_a_run_is_active_until_its_terminal_event(terminal: str) -> None:
     data = {"run_id": "r1", "error": {}, "partial_content": "", "message_id": "m"}
-    events = stored([thread_created(), message_added(), run_started("r1", 2),
-                     NewEvent(terminal, data)])
+    events = stored(
+        [thread_created(), message_added(), run_started("r1", 2), NewEvent(terminal, data)]
+    )
     busy, _ = fold(events[:3])
     assert busy is not None and (busy.status, busy.active_run_id) == ("busy", "r1")
     idle, _ = fold(events[3:], busy)
@@ -60,12 +76,16 @@ def test_a_run_is_active_until_its_terminal_event(terminal: str) -> None:
 
 
 def test_updates_and_deletion() -> None:
-    state, _ = fold(stored([
-        thread_created(title="old"),
-        NewEvent(THREAD_UPDATED, {"title": "new"}),
-        NewEvent(THREAD_UPDATED, {"metadata": {"tag": "x"}}),
-        NewEvent(THREAD_DELETED, {}),
-    ]))
+    state, _ = fold(
+        stored(
+            [
+                thread_created(title="old"),
+                NewEvent(THREAD_UPDATED, {"title": "new"}),
+                NewEvent(THREAD_UPDATED, {"metadata": {"tag": "x"}}),
+                NewEvent(THREAD_DELETED, {}),
+            ]
+        )
+    )
     assert state is not None
     assert (state.title, state.metadata, state.deleted) == ("new", {"tag": "x"}, True)
 

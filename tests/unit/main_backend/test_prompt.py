@@ -19,8 +19,11 @@ def newest_first(*messages: MessageState) -> list[MessageState]:
 
 
 def test_everything_fits_in_order() -> None:
-    history = [message(2, "user", "hi"), message(4, "assistant", "hello"),
-               message(5, "user", "how are you?")]
+    history = [
+        message(2, "user", "hi"),
+        message(4, "assistant", "hello"),
+        message(5, "user", "how are you?"),
+    ]
     kept, ran_out = select_history(newest_first(*history), budget_tokens=1000)
     assert (kept, ran_out) == (history, False)
 
@@ -34,8 +37,11 @@ def test_the_newest_whole_messages_are_kept() -> None:
 
 
 def test_the_latest_user_message_is_kept_over_budget_and_nothing_older() -> None:
-    history = [message(1, "user", "old"), message(2, "assistant", "older answer"),
-               message(3, "user", "y" * 4000)]
+    history = [
+        message(1, "user", "old"),
+        message(2, "assistant", "older answer"),
+        message(3, "user", "y" * 4000),
+    ]
     kept, ran_out = select_history(newest_first(*history), budget_tokens=10)
     assert ran_out
     assert [m.version for m in kept] == [3]
@@ -50,8 +56,10 @@ def test_empty_partial_answers_are_left_out() -> None:
 def test_build_prompt_puts_the_system_prompt_first() -> None:
     history = [message(2, "user", "hi")]
     prompt = build_prompt("Be brief.", history)
-    assert prompt.messages == [{"role": "system", "content": "Be brief."},
-                               {"role": "user", "content": "hi"}]
+    assert prompt.messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+    ]
     assert prompt.from_version == 2
     assert prompt.estimated_tokens == estimate_tokens("Be brief.") + estimate_tokens("hi")
     assert build_prompt(None, []).messages == []
