@@ -1,4 +1,4 @@
-"""Request and response bodies of the main backend's HTTP API (../shared/API.md)."""
+"""Request and response bodies of the main backend's HTTP API (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -462,13 +462,13 @@ def test_nginx_proxies_to_the_main_backend_through_docker_dns() -> None:
         assert any(r.startswith("127.0.0.11 ") for r in directives("resolver"))
 
 
-# ---- README -------------------------------------------------------------------------------
+# ---- docs/operations.md ---------------------------------------------------------------------
 
 
-def test_the_readme_explains_the_deployment() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme.split("## Deploy with Docker Compose\n", 1)[1].split("\n## ", 1)[0]
-    assert readme.index("## Deploy with Docker Compose") < readme.index("## Configuration")
+def test_the_operations_guide_explains_the_deployment() -> None:
+    guide = (REPO_ROOT / "docs" / "operations.md").read_text()
+    section = guide.split("## Deploy with Docker Compose\n", 1)[1].split("\n## ", 1)[0]
+    assert guide.index("## Deploy with Docker Compose") < guide.index("## Configuration")
     for needle in (
         "cp env.example .env",
         "docker compose up -d --build",

@@ -31,10 +31,3 @@ def test_the_example_values_are_valid_defaults(monkeypatch: pytest.MonkeyPatch) 
     assert agent.provider_name == "echo"
     assert backend.replica_id and backend.cors_origins == []
     assert backend.system_prompt is None and backend.secret_key is None
-
-
-def test_the_readme_configuration_table_names_every_setting() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
-    names = {n.upper() for n in (*AgentSettings.model_fields, *BackendSettings.model_fields)}
-    missing = sorted(n for n in names if f"| `{n}` |" not in readme)
-    assert missing == []
