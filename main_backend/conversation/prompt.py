@@ -14,14 +14,7 @@ from dataclasses import dataclass
 
 from main_backend.events.fold import MessageState, ThreadState
 from main_backend.events.store import EventStore
-
-# Every message costs a few tokens of framing besides its text.
-MESSAGE_OVERHEAD_TOKENS = 4
-
-
-def estimate_tokens(text: str) -> int:
-    """An offline token estimate: about four characters per token (no tokenizer download)."""
-    return (len(text) + 3) // 4 + MESSAGE_OVERHEAD_TOKENS
+from stubichat_common.tokens import estimate_tokens
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from main_backend.conversation.prompt import build_prompt, estimate_tokens, select_history
+from main_backend.conversation.prompt import build_prompt, select_history
 from main_backend.events.fold import MessageState
+from stubichat_common.tokens import estimate_tokens
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -63,7 +64,3 @@ def test_build_prompt_puts_the_system_prompt_first() -> None:
     assert prompt.from_version == 2
     assert prompt.estimated_tokens == estimate_tokens("Be brief.") + estimate_tokens("hi")
     assert build_prompt(None, []).messages == []
-
-
-def test_the_estimate_grows_with_the_text_and_never_needs_a_tokenizer() -> None:
-    assert estimate_tokens("") < estimate_tokens("word") < estimate_tokens("word " * 100)
