@@ -33,7 +33,11 @@ def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
             level=level.upper(),
             format="{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[request_id]} | {message}",
         )
-    logging.basicConfig(handlers=[_InterceptHandler()], level=0, force=True)
+    # The root logger at the sink's level: a library's record below it (aiosqlite
+    # logs every statement at DEBUG) is then never built, rather than built, routed
+    # to loguru and dropped there. Loguru's level numbers are the stdlib's.
+    root_level = logger.level(level.upper()).no
+    logging.basicConfig(handlers=[_InterceptHandler()], level=root_level, force=True)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         stdlib_logger = logging.getLogger(name)
         stdlib_logger.handlers = []
@@ -41,4 +45,4 @@ def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
     # Our middleware writes the access line, with the request id and latency;
     # httpx's own line per outgoing request is noise beside it.
     for name in ("uvicorn.access", "httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(max(logging.WARNING, root_level))

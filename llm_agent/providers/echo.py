@@ -15,13 +15,9 @@ from llm_agent.providers.base import (
     StreamItem,
     Usage,
 )
+from stubichat_common.tokens import estimate_tokens
 
 _WORD = re.compile(r"\S+\s*")
-
-
-def estimate_tokens(text: str) -> int:
-    """A rough, offline token count (about four characters per token)."""
-    return (len(text) + 3) // 4
 
 
 def echo_answer(params: GenerationParams) -> tuple[list[str], str]:

@@ -1,10 +1,17 @@
-"""The turn graph (LangGraph): record input → build prompt → call the LLM → record outcome.
+"""The turn graph (LangGraph): record the input → call the LLM → record the outcome.
 
-The checkpointed state holds identifiers, versions and this turn's outcome,
-never the history: the prompt is rebuilt from the log by the versions that
-`build_prompt` recorded, so a checkpoint's size does not grow with the thread.
-What is per-invocation and not durable (the input to record, the cancel
-signal) travels in the runtime context instead.
+The prompt sent upstream is built in `call_llm`, and only there: `prompt.prompt_at`
+at the run's `prompt_version` (stored in its `run.started` event) gives the system
+prompt, then the newest history that fits in MAX_CONTEXT_TOKENS, read from the log
+once. The log up to that version never changes, so the prompt is a function of it and
+of the settings (SYSTEM_PROMPT, MAX_CONTEXT_TOKENS) alone: a run resumed after a crash,
+here or on another replica with the same settings, sends the prompt its first attempt
+sent, and the admin replay, which calls `prompt_at` too, shows it.
+
+The checkpointed state holds identifiers, versions and this turn's outcome, never the
+history or the prompt, so a checkpoint's size does not grow with the thread. What is
+per-invocation and not durable (the input to record, the cancel signal) travels in the
+runtime context instead.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from main_backend.conversation.ids import (
     run_started_id,
     terminal_event_id,
 )
-from main_backend.conversation.prompt import prompt_at, prompt_between
+from main_backend.conversation.prompt import prompt_at
 from main_backend.conversation.turns import TurnPlan
 from main_backend.errors import EventIdConflict, VersionConflict
 from main_backend.events.fold import MessageState, message_from_event
@@ -54,7 +61,6 @@ class TurnState(TypedDict, total=False):
     model: str
     params: dict[str, Any]
     prompt_version: int
-    history_from: int | None
     outcome: dict[str, Any]
 
 
@@ -105,7 +111,7 @@ class TurnDeps:
 
 
 def build_turn_graph(
-    deps: TurnDeps, checkpointer: BaseCheckpointSaver | None
+    deps: TurnDeps, checkpointer: BaseCheckpointSaver[str] | None
 ) -> CompiledStateGraph[TurnState, TurnContext, TurnState, TurnState]:
     store = deps.store
 
@@ -128,7 +134,8 @@ def build_turn_graph(
             "prompt_version": plan.prompt_version,
         }
 
-    async def build_prompt(state: TurnState) -> TurnState:
+    async def call_llm(state: TurnState, runtime: Runtime[TurnContext]) -> TurnState:
+        """Send the prompt at the run's `prompt_version` upstream; relay the answer."""
         thread = await store.get_thread(state["thread_id"])
         assert thread is not None
         prompt = await prompt_at(
@@ -137,18 +144,6 @@ def build_turn_graph(
             state["prompt_version"],
             deps.default_system_prompt,
             deps.max_context_tokens,
-        )
-        return {"history_from": prompt.from_version}
-
-    async def call_llm(state: TurnState, runtime: Runtime[TurnContext]) -> TurnState:
-        thread = await store.get_thread(state["thread_id"])
-        assert thread is not None
-        prompt = await prompt_between(
-            store,
-            thread,
-            state.get("history_from"),
-            state["prompt_version"],
-            deps.default_system_prompt,
         )
         params = state["params"]
         stream = deps.llm.stream(
@@ -168,17 +163,15 @@ def build_turn_graph(
 
     graph = StateGraph(TurnState, context_schema=TurnContext)
     graph.add_node("record_input", record_input)
-    graph.add_node("build_prompt", build_prompt)
     graph.add_node("call_llm", call_llm)
     graph.add_node("record_outcome", record_outcome)
     # A run resumed from its run.started event has its input recorded already.
     graph.add_conditional_edges(
         START,
-        lambda s: "build_prompt" if s.get("recorded") else "record_input",
-        ["record_input", "build_prompt"],
+        lambda s: "call_llm" if s.get("recorded") else "record_input",
+        ["record_input", "call_llm"],
     )
-    graph.add_edge("record_input", "build_prompt")
-    graph.add_edge("build_prompt", "call_llm")
+    graph.add_edge("record_input", "call_llm")
     graph.add_edge("call_llm", "record_outcome")
     graph.add_edge("record_outcome", END)
     return graph.compile(checkpointer=checkpointer)

@@ -1,10 +1,12 @@
 """Prompt building: a pure function of the thread's log (DESIGN.md principle 4).
 
-The chat turn and the admin replay call the same code, so a replay shows
-exactly what the model saw. `select_history` decides which messages fit;
+`prompt_at` is the prompt a turn at a version sends: the system prompt, then as
+much of the newest history as fits in the context budget. The turn graph's
+`call_llm` node and the admin replay both call it, so a replay shows exactly
+what the model saw. `select_history` decides which messages fit;
 `collect_history` feeds it from the store newest-first and stops reading as
 soon as the budget is full, so a turn at version 10,000 reads about what a
-turn at version 10 reads.
+turn at version 10 reads; `assemble_prompt` puts the result together.
 """
 
 from __future__ import annotations
@@ -14,21 +16,12 @@ from dataclasses import dataclass
 
 from main_backend.events.fold import MessageState, ThreadState
 from main_backend.events.store import EventStore
-
-# Every message costs a few tokens of framing besides its text.
-MESSAGE_OVERHEAD_TOKENS = 4
-
-
-def estimate_tokens(text: str) -> int:
-    """An offline token estimate: about four characters per token (no tokenizer download)."""
-    return (len(text) + 3) // 4 + MESSAGE_OVERHEAD_TOKENS
+from stubichat_common.tokens import estimate_tokens
 
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
     messages: list[dict[str, str]]
-    # The oldest thread version whose message made it in (None: no history).
-    from_version: int | None
     estimated_tokens: int
 
 
@@ -59,7 +52,7 @@ def select_history(
     return kept, False
 
 
-def build_prompt(system_prompt: str | None, history: list[MessageState]) -> Prompt:
+def assemble_prompt(system_prompt: str | None, history: list[MessageState]) -> Prompt:
     """System prompt first, then `history` (already selected, oldest first)."""
     messages = []
     tokens = 0
@@ -68,7 +61,7 @@ def build_prompt(system_prompt: str | None, history: list[MessageState]) -> Prom
         tokens += estimate_tokens(system_prompt)
     messages += [{"role": m.role, "content": m.content} for m in history]
     tokens += sum(estimate_tokens(m.content) for m in history)
-    return Prompt(messages, history[0].version if history else None, tokens)
+    return Prompt(messages, tokens)
 
 
 def history_budget(system_prompt: str | None, max_context_tokens: int) -> int:
@@ -110,23 +103,4 @@ async def prompt_at(
         store.iter_messages_backwards(thread.thread_id, up_to_version=version),
         history_budget(system_prompt, max_context_tokens),
     )
-    return build_prompt(system_prompt, history)
-
-
-async def prompt_between(
-    store: EventStore,
-    thread: ThreadState,
-    from_version: int | None,
-    version: int,
-    default_system_prompt: str | None,
-) -> Prompt:
-    """The prompt `prompt_at` chose, rebuilt from the versions it recorded."""
-    history: list[MessageState] = []
-    if from_version is not None:
-        async for message in store.iter_messages_backwards(thread.thread_id, version):
-            if message.version < from_version:
-                break
-            if message.content:
-                history.append(message)
-    history.reverse()
-    return build_prompt(system_prompt_for(thread, default_system_prompt), history)
+    return assemble_prompt(system_prompt, history)

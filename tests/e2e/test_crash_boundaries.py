@@ -1,19 +1,18 @@
 """A backend killed with SIGKILL at every step boundary of a turn, then taken over.
 
 The first backend runs under `tests.support.crashing_backend`, which kills the process
-at one precise point of the turn graph (record input → build prompt → call the LLM →
-record outcome): before and after each checkpoint LangGraph saves, after the input's
-append, mid-stream, after the answer's append. A second, ordinary backend then starts
-on the same database. Whatever the point, the question ends answered once: one
-terminal event (`run.completed` with the upstream's answer), no duplicate message, and
-nothing left behind (no lease, no checkpoint). Killed before the input was recorded,
-nothing is appended for the run and its lease does not linger.
+at one precise point of the turn graph (record input → call the LLM → record outcome):
+before and after each checkpoint LangGraph saves, after the input's append, mid-stream,
+after the answer's append. A second, ordinary backend then starts on the same database.
+Whatever the point, the question ends answered once: one terminal event (`run.completed`
+with the upstream's answer), no duplicate message, and nothing left behind (no lease, no
+checkpoint). Killed before the input was recorded, nothing is appended for the run and
+its lease does not linger.
 
 The turn of a new thread saves, in order: checkpoint 1 (the input), the start step's
 writes, checkpoint 2, [append 1: the question and run.started], record_input's writes,
-checkpoint 3, build_prompt's writes, checkpoint 4, [answer deltas], call_llm's writes,
-checkpoint 5, [append 2: the answer and run.completed], record_outcome's writes,
-checkpoint 6.
+checkpoint 3, [answer deltas], call_llm's writes, checkpoint 4, [append 2: the answer and
+run.completed], record_outcome's writes, checkpoint 5.
 """
 
 from __future__ import annotations
@@ -45,25 +44,23 @@ BOUNDARIES = [
     ("after run.started", "append-after:1", True),
     ("before record_input's checkpoint", "checkpoint-before:3", True),
     ("after record_input's checkpoint", "checkpoint-after:3", True),
-    ("before build_prompt's checkpoint", "checkpoint-before:4", True),
-    ("after build_prompt's checkpoint", "checkpoint-after:4", True),
     ("mid-stream", "delta:2", True),
-    ("before call_llm's checkpoint", "checkpoint-before:5", True),
-    ("after call_llm's writes", "writes-after:4", True),
-    ("after call_llm's checkpoint", "checkpoint-after:5", True),
+    ("before call_llm's checkpoint", "checkpoint-before:4", True),
+    ("after call_llm's writes", "writes-after:3", True),
+    ("after call_llm's checkpoint", "checkpoint-after:4", True),
     ("after the answer's append", "append-after:2", True),
-    ("before the final checkpoint", "checkpoint-before:6", True),
-    ("after the final checkpoint", "checkpoint-after:6", True),
+    ("before the final checkpoint", "checkpoint-before:5", True),
+    ("after the final checkpoint", "checkpoint-after:5", True),
 ]
 
 # Points after which the answer was saved (call_llm's writes, then the log): the take-over
-# must not ask for it again. (Before checkpoint 5 the writes may still be in flight.)
+# must not ask for it again. (Before checkpoint 4 the writes may still be in flight.)
 ANSWERED = {
-    "writes-after:4",
-    "checkpoint-after:5",
+    "writes-after:3",
+    "checkpoint-after:4",
     "append-after:2",
-    "checkpoint-before:6",
-    "checkpoint-after:6",
+    "checkpoint-before:5",
+    "checkpoint-after:5",
 }
 
 
@@ -156,7 +153,7 @@ def crash_and_take_over(
         assert len(upstream.chat_requests()) == 1, "the answer was asked for twice"
 
 
-@pytest.mark.timeout(900)  # 16 process start-ups, each a few seconds on a busy machine
+@pytest.mark.timeout(900)  # 14 process start-ups, each a few seconds on a busy machine
 def test_a_turn_survives_sigkill_at_each_step_boundary(
     backends: Backends, upstream: FakeUpstream, database_url: str
 ) -> None:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 from loguru import logger
 
+from main_backend.app import create_app as create_backend
 from main_backend.conversation.ids import run_started_id
 from main_backend.db import create_database
 from main_backend.events.store import EventStore
 from main_backend.events.types import RUN_STARTED, NewEvent
 from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.chat.conftest import StartBackend, ask, wait_idle
+from tests.integration.chat.conftest import StartBackend, ask, backend_settings, wait_idle
 from tests.support.events import message_added, thread_created
+from tests.support.servers import serve_in_thread
 from tests.support.sse import parse_sse
 
 RUN_ID = "6f1c1d52-6a34-4c5e-9b8e-3f0f4f1f2a10"
@@ -96,6 +99,40 @@ def test_every_failure_of_a_resumed_run_is_logged(
     assert thread["version"] == 4  # closed as interrupted, after the failed take-over
     assert failures, "the resumed run's failure was not logged"
     assert RUN_ID in failures[0] and "KeyError: 'temperature'" in failures[0]
+
+
+def test_a_run_handed_over_mid_answer_sends_the_prompt_it_first_sent(
+    start_backend: StartBackend, upstream: FakeOpenAI, database_url: str, agent_url: str
+) -> None:
+    # A budget that keeps only the newest messages: the window is chosen, not the whole log.
+    shared = {"max_context_tokens": 60, "system_prompt": "Be brief."}
+    settings = backend_settings(database_url, agent_url, shutdown_grace_seconds=0, **shared)
+    question = "last question " + "y" * 40
+    with (
+        serve_in_thread(create_backend(settings)) as url,
+        httpx.Client(base_url=url, timeout=30) as first,
+    ):
+        thread_id = first.post("/chat/", json=ask("question 0 " + "y" * 40)).json()["thread_id"]
+        for i in range(1, 4):
+            upstream.script({"content": f"answer {i} " + "x" * 40})
+            first.post("/chat/", json=ask(f"question {i} " + "y" * 40, thread_id=thread_id))
+        upstream.script({"chunks": [f"w{i} " for i in range(40)], "chunk_delay": 0.1})
+        with first.stream("POST", "/chat/stream", json=ask(question, thread_id=thread_id)) as live:
+            for line in live.iter_lines():
+                if line == "event: delta":
+                    break
+    # The first replica stopped mid-answer and handed the run over; another takes it.
+    upstream.script({"content": "The resumed answer."})
+    survivor = start_backend(**shared)
+    wait_idle(survivor, thread_id)
+    *_, cut_off, resumed = upstream.chat_requests
+    assert resumed.body["messages"] == cut_off.body["messages"]
+    sent = cut_off.body["messages"]
+    assert sent[0] == {"role": "system", "content": "Be brief."}
+    assert sent[-1] == {"role": "user", "content": question}
+    assert {"role": "user", "content": "question 0 " + "y" * 40} not in sent  # trimmed
+    messages = survivor.get(f"/threads/{thread_id}/messages").json()["messages"]
+    assert [m["content"] for m in messages[-2:]] == [question, "The resumed answer."]
 
 
 def test_cancel_reaches_the_run_on_another_replica(

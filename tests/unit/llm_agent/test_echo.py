@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from llm_agent.providers.base import Delta, Finish, GenerationParams
 from llm_agent.providers.echo import EchoProvider
+from stubichat_common.tokens import estimate_tokens
 
 
 def params(content: str = "Hello there, friend", max_tokens: int = 100) -> GenerationParams:
@@ -42,3 +43,16 @@ async def test_stream_is_word_by_word_and_joins_to_the_answer() -> None:
 async def test_max_tokens_cuts_the_answer_with_finish_reason_length() -> None:
     completion = await EchoProvider().complete(params(max_tokens=2))
     assert (completion.content, completion.finish_reason) == ("Echo: Hello ", "length")
+
+
+async def test_usage_counts_the_prompt_as_the_backend_budgets_it() -> None:
+    completion = await EchoProvider().complete(params())
+    # Four messages: their text, plus the framing every message costs.
+    prompt_tokens = sum(estimate_tokens(m) for m in ("be nice", "first", "Echo: first"))
+    prompt_tokens += estimate_tokens("Hello there, friend")
+    assert prompt_tokens == (2 + 4) + (2 + 4) + (3 + 4) + (5 + 4)
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == prompt_tokens
+    assert completion.usage.total_tokens == prompt_tokens + completion.usage.completion_tokens
+    streamed = [item async for item in EchoProvider().stream(params())]
+    assert isinstance(streamed[-1], Finish) and streamed[-1].usage == completion.usage

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from main_backend.conversation.prompt import build_prompt, estimate_tokens, select_history
+from main_backend.conversation.prompt import assemble_prompt, select_history
 from main_backend.events.fold import MessageState
+from stubichat_common.tokens import estimate_tokens
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -53,17 +54,12 @@ def test_empty_partial_answers_are_left_out() -> None:
     assert [m.version for m in kept] == [1, 3]
 
 
-def test_build_prompt_puts_the_system_prompt_first() -> None:
+def test_assemble_prompt_puts_the_system_prompt_first() -> None:
     history = [message(2, "user", "hi")]
-    prompt = build_prompt("Be brief.", history)
+    prompt = assemble_prompt("Be brief.", history)
     assert prompt.messages == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "hi"},
     ]
-    assert prompt.from_version == 2
     assert prompt.estimated_tokens == estimate_tokens("Be brief.") + estimate_tokens("hi")
-    assert build_prompt(None, []).messages == []
-
-
-def test_the_estimate_grows_with_the_text_and_never_needs_a_tokenizer() -> None:
-    assert estimate_tokens("") < estimate_tokens("word") < estimate_tokens("word " * 100)
+    assert assemble_prompt(None, []).messages == []
