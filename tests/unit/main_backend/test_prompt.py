@@ -6,11 +6,12 @@ from datetime import UTC, datetime
 
 from main_backend.conversation.prompt import build_prompt, estimate_tokens, select_history
 from main_backend.events.fold import MessageState
+from main_backend.events.types import MessageRole
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)
 
 
-def message(version: int, role: str, content: str) -> MessageState:
+def message(version: int, role: MessageRole, content: str) -> MessageState:
     return MessageState(f"m{version}", "t", version, role, content, None, False, T0)
 
 
