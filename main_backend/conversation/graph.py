@@ -275,7 +275,7 @@ def outcome_events(state: TurnState) -> list[NewEvent]:
         answer_message_event_id(run_id),
     )
     terminal_id = terminal_event_id(run_id)
-    # "model" (beyond the catalogue's fields) is what the agent reports it used.
+    # "model" is what the agent reports it used.
     model = outcome["model"]
     if outcome["status"] == "completed":
         return [

@@ -46,10 +46,12 @@ THREAD_DELETED: Final = "thread.deleted"
 MessageRole = Literal["user", "assistant", "system"]
 
 
-# The payload (`data`) of each event type. Stored events are read back as untrusted
-# JSON: the append checks new events against these types and the fold checks what it
-# reads, so they are the catalogue both sides are held to. Fields that events written
-# before them lack are NotRequired.
+# The payload (`data`) of each event type: the catalogue. Code builds events through
+# `new_event`, so mypy holds each payload to its type; the append checks every new event
+# against it at run time (`check_new_events`), and readers check stored data before they
+# believe it (`read_data`): a stored payload is untrusted JSON. A field that not every
+# writer gives (old events included) is NotRequired; none may be renamed or dropped, as
+# the log keeps every event ever written.
 class ForkedFrom(TypedDict):
     thread_id: str
     version: int
@@ -210,6 +212,8 @@ class NewEvent:
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
+    """An event as the log holds it: `data` is whatever was stored (see `read_data`)."""
+
     position: int
     event_id: str
     thread_id: str
