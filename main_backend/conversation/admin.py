@@ -15,12 +15,12 @@ from typing import Any
 
 from main_backend.conversation.prompt import Prompt, prompt_at
 from main_backend.conversation.threads import page_threads
-from main_backend.errors import InvalidRequest, ThreadNotFound
+from main_backend.errors import InvalidEvent, InvalidRequest, ThreadNotFound
 from main_backend.events import projections
 from main_backend.events.fold import MessageState, ThreadState, fold
 from main_backend.events.projections import RebuildReport, VerifyReport
 from main_backend.events.store import EventStore
-from main_backend.events.types import RUN_STARTED, StoredEvent
+from main_backend.events.types import RUN_STARTED, RunStartedData, StoredEvent, read_data
 from main_backend.llm_client import LLMAgentClient, LLMDelta, LLMDone
 from main_backend.settings import Settings
 
@@ -100,17 +100,14 @@ class AdminService:
         )
         started = next(
             (
-                e
+                data
                 for e in events[at:]
-                if e.type == RUN_STARTED
-                and e.data.get("prompt_version") == at
-                and isinstance(e.data.get("model"), str)
-                and isinstance(e.data.get("params"), dict)
+                if (data := _run_started(e)) is not None and data["prompt_version"] == at
             ),
             None,
         )
         if started is not None:
-            model, params = started.data["model"], dict(started.data["params"])
+            model, params = started["model"], dict(started["params"])
         else:
             model = self.settings.default_model
             params = {"temperature": self.settings.temperature, "max_tokens": None}
@@ -187,3 +184,13 @@ class AdminService:
         if version == 0:
             raise ThreadNotFound(thread_id)
         return version
+
+
+def _run_started(event: StoredEvent) -> RunStartedData | None:
+    """A `run.started` event's data, if it is one that holds what a rerun needs."""
+    if event.type != RUN_STARTED:
+        return None
+    try:
+        return read_data(event, RunStartedData, "model", "params", "prompt_version")
+    except InvalidEvent:
+        return None

@@ -47,7 +47,12 @@ from main_backend.events.types import (
     RUN_COMPLETED,
     RUN_FAILED,
     NewEvent,
+    RunCompletedData,
+    RunFailedData,
+    RunStartedData,
     StoredEvent,
+    new_event,
+    read_data,
 )
 from main_backend.llm_client import LLMAgentClient, LLMDelta, LLMDone, LLMError
 
@@ -179,11 +184,12 @@ def build_turn_graph(
 
 def recorded_input(started: StoredEvent) -> TurnState:
     """What `record_input` returned, from the run's stored `run.started` event."""
+    data = read_data(started, RunStartedData)
     return {
         "recorded": True,
-        "model": started.data["model"],
-        "params": started.data["params"],
-        "prompt_version": started.data["prompt_version"],
+        "model": data["model"],
+        "params": data["params"],
+        "prompt_version": data["prompt_version"],
     }
 
 
@@ -249,7 +255,7 @@ def outcome_events(state: TurnState) -> list[NewEvent]:
     """The events that end the run: one terminal event, with the answer if there is one."""
     run_id, outcome = state["run_id"], state["outcome"]
     metadata = {"request_id": state.get("request_id"), "user": state.get("user")}
-    answer = NewEvent(
+    answer = new_event(
         MESSAGE_ADDED,
         {
             "message_id": answer_message_id(run_id),
@@ -262,12 +268,12 @@ def outcome_events(state: TurnState) -> list[NewEvent]:
         answer_message_event_id(run_id),
     )
     terminal_id = terminal_event_id(run_id)
-    # "model" (beyond the catalogue's fields) is what the agent reports it used.
+    # "model" is what the agent reports it used.
     model = outcome["model"]
     if outcome["status"] == "completed":
         return [
             answer,
-            NewEvent(
+            new_event(
                 RUN_COMPLETED,
                 {
                     "run_id": run_id,
@@ -285,7 +291,7 @@ def outcome_events(state: TurnState) -> list[NewEvent]:
     if outcome["status"] == "cancelled":
         return [
             answer,
-            NewEvent(
+            new_event(
                 RUN_CANCELLED,
                 {
                     "run_id": run_id,
@@ -298,7 +304,7 @@ def outcome_events(state: TurnState) -> list[NewEvent]:
         ]
     error = outcome["error"]
     return [
-        NewEvent(
+        new_event(
             RUN_FAILED,
             {
                 "run_id": run_id,
@@ -358,21 +364,22 @@ def ended_from_events(events: list[StoredEvent], error: dict[str, Any] | None) -
         "model": terminal.data.get("model", ""),
     }
     if terminal.type == RUN_COMPLETED:
+        completed = read_data(terminal, RunCompletedData)
         return RunEnded(
             "completed",
             message=answer,
-            usage=terminal.data["usage"],
-            finish_reason=terminal.data["finish_reason"],
-            latency_ms=terminal.data["latency_ms"],
-            ttft_ms=terminal.data["ttft_ms"],
+            usage=completed["usage"],
+            finish_reason=completed["finish_reason"],
+            latency_ms=completed["latency_ms"],
+            ttft_ms=completed["ttft_ms"],
             **common,
         )
     if terminal.type == RUN_CANCELLED:
         return RunEnded("cancelled", message=answer, **common)
-    stored_error = terminal.data["error"]
+    failed = read_data(terminal, RunFailedData)
     return RunEnded(
         "failed",
-        error={**(error or {}), **stored_error},
-        partial_content=terminal.data["partial_content"],
+        error={**(error or {}), **failed["error"]},
+        partial_content=failed["partial_content"],
         **common,
     )

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
@@ -96,14 +97,15 @@ class RunHandle:
             await self._changed.wait_for(lambda: self.finished)
         return self.ended
 
+    def _has_news(self, seen: int) -> bool:
+        return len(self.events) > seen or self.finished
+
     async def follow(self) -> AsyncIterator[RunEvent]:
         """Every event from the first, then each as it comes, until the run is over."""
         index = 0
         while True:
             async with self._changed:
-                await self._changed.wait_for(
-                    lambda seen=index: len(self.events) > seen or self.finished
-                )
+                await self._changed.wait_for(partial(self._has_news, index))
                 fresh, done = self.events[index:], self.finished
             index += len(fresh)
             for event in fresh:
@@ -116,7 +118,7 @@ class TurnRunner:
     def __init__(
         self,
         graph: CompiledStateGraph[TurnState, TurnContext, TurnState, TurnState],
-        checkpointer: BaseCheckpointSaver,
+        checkpointer: BaseCheckpointSaver[str],
         store: EventStore,
         leases: RunLeases,
         *,
@@ -202,7 +204,8 @@ class TurnRunner:
         async for event in self.graph.astream(
             state, config, context=context, stream_mode="custom", durability="sync"
         ):
-            await handle.publish(event)
+            # The custom stream yields exactly what the nodes wrote: RunEvents.
+            await handle.publish(cast(RunEvent, event))
             if isinstance(event, RunEnded) and self.on_end is not None:
                 self.on_end(event)
 
@@ -342,13 +345,15 @@ class TurnRunner:
         if snapshot.tasks and snapshot.values.get("run_id") == run_id:
             state = None  # continue from the checkpoint
         else:
-            state = {
-                "thread_id": thread_id,
-                "run_id": run_id,
-                "request_id": started.metadata.get("request_id"),
-                "user": started.metadata.get("user"),
+            state = TurnState(
+                thread_id=thread_id,
+                run_id=run_id,
+                request_id=started.metadata.get("request_id"),
                 **recorded_input(started),
-            }
+            )
+            # Read with .get() where it is used: absent is as good as None.
+            if (user := started.metadata.get("user")) is not None:
+                state["user"] = user
         handle = self._launch(thread_id, run_id, state, TurnContext())
         if await self.leases.is_cancel_requested(run_id):
             handle.cancel.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import json
 import uuid
 from datetime import datetime
@@ -24,6 +25,8 @@ from main_backend.events.types import (
     THREAD_DELETED,
     THREAD_UPDATED,
     NewEvent,
+    ThreadUpdatedData,
+    new_event,
     new_id,
 )
 
@@ -86,7 +89,7 @@ class ThreadService:
         await self.store.append(
             thread_id,
             [
-                NewEvent(
+                new_event(
                     THREAD_CREATED,
                     {
                         "owner": user,
@@ -113,7 +116,8 @@ class ThreadService:
 
     async def messages(
         self, user: str, thread_id: str, after_version: int, limit: int
-    ) -> tuple[list[MessageState], str | None]:
+    ) -> tuple[builtins.list[MessageState], str | None]:
+        # (`builtins.`: in this class `list` is the method above.)
         await owned_thread(self.store, thread_id, user)
         query = (
             sa.select(messages_table)
@@ -131,15 +135,20 @@ class ThreadService:
     async def update(
         self, user: str, thread_id: str, changes: dict[str, Any], request_id: str | None
     ) -> ThreadState:
+        data: ThreadUpdatedData = {}
+        if "title" in changes:
+            data["title"] = changes["title"]
+        if "metadata" in changes:
+            data["metadata"] = changes["metadata"]
         return await self._append(
             user,
             thread_id,
-            NewEvent(THREAD_UPDATED, changes, {"request_id": request_id, "user": user}),
+            new_event(THREAD_UPDATED, data, {"request_id": request_id, "user": user}),
         )
 
     async def delete(self, user: str, thread_id: str, request_id: str | None) -> None:
         await self._append(
-            user, thread_id, NewEvent(THREAD_DELETED, {}, {"request_id": request_id, "user": user})
+            user, thread_id, new_event(THREAD_DELETED, {}, {"request_id": request_id, "user": user})
         )
 
     async def fork(
@@ -154,7 +163,7 @@ class ThreadService:
         assert state is not None
         metadata = {"request_id": request_id, "user": user}
         fork_id = str(uuid.uuid4())
-        created = NewEvent(
+        created = new_event(
             THREAD_CREATED,
             {
                 "owner": user,
@@ -166,7 +175,7 @@ class ThreadService:
             metadata,
         )
         copies = [
-            NewEvent(
+            new_event(
                 MESSAGE_ADDED,
                 {
                     "message_id": new_id(),

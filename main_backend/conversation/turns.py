@@ -15,12 +15,19 @@ from main_backend.conversation.ids import input_event_id, input_message_id, run_
 from main_backend.errors import InvalidRequest, ThreadBusy, ThreadNotFound, VersionConflict
 from main_backend.events.fold import ThreadState
 from main_backend.events.store import EventStore
-from main_backend.events.types import MESSAGE_ADDED, RUN_STARTED, THREAD_CREATED, NewEvent
+from main_backend.events.types import (
+    MESSAGE_ADDED,
+    RUN_STARTED,
+    THREAD_CREATED,
+    MessageRole,
+    NewEvent,
+    new_event,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
-    role: str
+    role: MessageRole
     content: str
 
 
@@ -76,7 +83,7 @@ async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> Tur
         thread_id = str(uuid.uuid4())
         expected_version = 0
         head = [
-            NewEvent(
+            new_event(
                 THREAD_CREATED,
                 {
                     "owner": command.user,
@@ -104,7 +111,7 @@ async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> Tur
             await _require_unanswered_question(store, thread)
         thread_id, expected_version, head = thread.thread_id, thread.version, []
     messages = [
-        NewEvent(
+        new_event(
             MESSAGE_ADDED,
             {
                 "message_id": input_message_id(run_id, i),
@@ -120,7 +127,7 @@ async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> Tur
     ]
     params = {"temperature": command.temperature, "max_tokens": command.max_tokens}
     prompt_version = expected_version + len(head) + len(messages)
-    started = NewEvent(
+    started = new_event(
         RUN_STARTED,
         {
             "run_id": run_id,

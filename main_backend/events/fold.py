@@ -20,14 +20,19 @@ from loguru import logger
 
 from main_backend.errors import InvalidEvent
 from main_backend.events.types import (
-    FIELD_TYPES,
     MESSAGE_ADDED,
     RUN_STARTED,
     RUN_TERMINAL_TYPES,
     THREAD_CREATED,
     THREAD_DELETED,
     THREAD_UPDATED,
+    MessageAddedData,
+    MessageRole,
+    RunStartedData,
     StoredEvent,
+    ThreadCreatedData,
+    ThreadUpdatedData,
+    read_data,
 )
 
 
@@ -56,28 +61,15 @@ class MessageState:
     message_id: str
     thread_id: str
     version: int
-    role: str
+    role: MessageRole
     content: str
     run_id: str | None
     partial: bool
     created_at: datetime
 
 
-def _checked(event: StoredEvent, *names: str) -> dict[str, Any]:
-    """The event's data, if it holds `names` with the types the catalogue gives them."""
-    data = event.data
-    types = FIELD_TYPES.get(event.type, {})
-    for name in names:
-        if name not in data or (name in types and not isinstance(data[name], types[name])):
-            raise InvalidEvent(
-                f"event {event.event_id} ({event.type}, position "
-                f"{event.position}) has no valid {name}"
-            )
-    return data
-
-
 def message_from_event(event: StoredEvent) -> MessageState:
-    data = _checked(event, "message_id", "role", "content", "run_id", "partial")
+    data = read_data(event, MessageAddedData)
     return MessageState(
         message_id=data["message_id"],
         thread_id=event.thread_id,
@@ -95,16 +87,14 @@ def apply(state: ThreadState | None, event: StoredEvent) -> tuple[ThreadState, M
     if event.type == THREAD_CREATED:
         if state is not None or event.version != 1:
             raise InvalidEvent(f"thread {event.thread_id} exists already")
-        data = _checked(event, "owner", "title", "metadata", "forked_from")
+        data = read_data(event, ThreadCreatedData)
         return ThreadState(
             thread_id=event.thread_id,
             owner=data["owner"],
             title=data["title"],
             metadata=dict(data["metadata"]),
-            system_prompt=_checked(event, "system_prompt")["system_prompt"]
-            if "system_prompt" in data
-            else None,
-            forked_from=data["forked_from"],
+            system_prompt=data.get("system_prompt"),
+            forked_from=dict(data["forked_from"]) if data["forked_from"] is not None else None,
             created_at=event.recorded_at,
             updated_at=event.recorded_at,
             version=1,
@@ -141,17 +131,17 @@ def _applied(state: ThreadState, event: StoredEvent) -> tuple[ThreadState, Messa
         message = message_from_event(event)
         state = replace(state, message_count=state.message_count + 1)
     elif event.type == RUN_STARTED:
-        state = replace(state, active_run_id=_checked(event, "run_id")["run_id"])
+        # Only what the fold reads is checked: a run that cannot be driven is still active.
+        state = replace(state, active_run_id=read_data(event, RunStartedData, "run_id")["run_id"])
     elif event.type in RUN_TERMINAL_TYPES:
         if state.active_run_id == event.data.get("run_id"):
             state = replace(state, active_run_id=None)
     elif event.type == THREAD_UPDATED:
-        present = [name for name in ("title", "metadata") if name in event.data]
-        data = _checked(event, *present)
-        state = replace(
-            state,
-            **{name: dict(data[name]) if name == "metadata" else data[name] for name in present},
-        )
+        changes = read_data(event, ThreadUpdatedData)
+        if "title" in changes:
+            state = replace(state, title=changes["title"])
+        if "metadata" in changes:
+            state = replace(state, metadata=dict(changes["metadata"]))
     elif event.type == THREAD_DELETED:
         state = replace(state, deleted=True)
     return state, message

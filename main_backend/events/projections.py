@@ -33,7 +33,7 @@ def thread_row(state: ThreadState) -> dict[str, Any]:
     return asdict(state)
 
 
-def thread_from_row(row: sa.Row) -> ThreadState:
+def thread_from_row(row: sa.Row[Any]) -> ThreadState:
     # Repaired like the log's rows: a read model written before the append checks
     # existed may hold what no response can carry (a lone surrogate in its metadata).
     return ThreadState(**sanitise(row._asdict(), f"the read model of thread {row.thread_id}"))
@@ -43,7 +43,7 @@ def message_row(message: MessageState) -> dict[str, Any]:
     return asdict(message)
 
 
-def message_from_row(row: sa.Row) -> MessageState:
+def message_from_row(row: sa.Row[Any]) -> MessageState:
     return MessageState(**sanitise(row._asdict(), f"the read model of message {row.message_id}"))
 
 

@@ -41,7 +41,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             raise ValueError("naive datetime")
         return value.astimezone(UTC)
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -101,7 +101,7 @@ messages = sa.Table(
 )
 
 
-def event_from_row(row: sa.Row) -> StoredEvent:
+def event_from_row(row: sa.Row[Any]) -> StoredEvent:
     """A stored event as it can be served and folded, whatever the row holds: JSON that is
     not an object is wrapped as `{"value": ...}` and odd values are repaired (`sanitise`),
     so one row written around the append checks never fails a page of the log."""

@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from types import UnionType
+from typing import (
+    Any,
+    Final,
+    Literal,
+    NotRequired,
+    TypedDict,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+    get_type_hints,
+    is_typeddict,
+    overload,
+)
 
 from main_backend.errors import InvalidEvent
 from main_backend.values import (
@@ -18,49 +34,166 @@ from main_backend.values import (
 )
 from stubichat_common.text import text_problem
 
-THREAD_CREATED = "thread.created"
-MESSAGE_ADDED = "message.added"
-RUN_STARTED = "run.started"
-RUN_COMPLETED = "run.completed"
-RUN_FAILED = "run.failed"
-RUN_CANCELLED = "run.cancelled"
-THREAD_UPDATED = "thread.updated"
-THREAD_DELETED = "thread.deleted"
+THREAD_CREATED: Final = "thread.created"
+MESSAGE_ADDED: Final = "message.added"
+RUN_STARTED: Final = "run.started"
+RUN_COMPLETED: Final = "run.completed"
+RUN_FAILED: Final = "run.failed"
+RUN_CANCELLED: Final = "run.cancelled"
+THREAD_UPDATED: Final = "thread.updated"
+THREAD_DELETED: Final = "thread.deleted"
 
-# The fields each type's data must carry (more may be present).
-REQUIRED_FIELDS: dict[str, frozenset[str]] = {
-    THREAD_CREATED: frozenset({"owner", "title", "metadata", "forked_from"}),
-    MESSAGE_ADDED: frozenset({"message_id", "role", "content", "run_id", "partial"}),
-    RUN_STARTED: frozenset({"run_id", "model", "params", "prompt_version"}),
-    RUN_COMPLETED: frozenset(
-        {"run_id", "message_id", "finish_reason", "usage", "latency_ms", "ttft_ms"}
-    ),
-    RUN_FAILED: frozenset({"run_id", "error", "partial_content"}),
-    RUN_CANCELLED: frozenset({"run_id", "message_id"}),
-    THREAD_UPDATED: frozenset(),
-    THREAD_DELETED: frozenset(),
+MessageRole = Literal["user", "assistant", "system"]
+
+
+# The payload (`data`) of each event type: the catalogue. Code builds events through
+# `new_event`, so mypy holds each payload to its type; the append checks every new event
+# against it at run time (`check_new_events`), and readers check stored data before they
+# believe it (`read_data`): a stored payload is untrusted JSON. A field that not every
+# writer gives (old events included) is NotRequired; none may be renamed or dropped, as
+# the log keeps every event ever written.
+class ForkedFrom(TypedDict):
+    thread_id: str
+    version: int
+
+
+class ThreadCreatedData(TypedDict):
+    owner: str
+    title: str | None
+    metadata: dict[str, Any]
+    forked_from: ForkedFrom | None
+    system_prompt: NotRequired[str | None]
+
+
+class MessageAddedData(TypedDict):
+    message_id: str
+    role: MessageRole
+    content: str
+    # The run that wrote it: None for the user's input and for copies into a fork.
+    run_id: str | None
+    # True for an answer cut short (failed or cancelled run).
+    partial: bool
+
+
+class RunStartedData(TypedDict):
+    run_id: str
+    model: str
+    # As given to the LLM agent: temperature, max_tokens.
+    params: dict[str, Any]
+    # The thread version the prompt ends at: the input recorded with this event.
+    prompt_version: int
+
+
+class RunCompletedData(TypedDict):
+    run_id: str
+    message_id: str
+    finish_reason: str | None
+    usage: dict[str, Any] | None
+    latency_ms: float
+    ttft_ms: float | None
+    # The model the agent reports it used.
+    model: NotRequired[str]
+
+
+class RunError(TypedDict):
+    code: str
+    message: str
+
+
+class RunFailedData(TypedDict):
+    run_id: str
+    error: RunError
+    partial_content: str
+    model: NotRequired[str]
+
+
+class RunCancelledData(TypedDict):
+    run_id: str
+    message_id: str
+    model: NotRequired[str]
+
+
+class ThreadUpdatedData(TypedDict):
+    # What changed: either or both.
+    title: NotRequired[str | None]
+    metadata: NotRequired[dict[str, Any]]
+
+
+class ThreadDeletedData(TypedDict):
+    pass
+
+
+EventData = (
+    ThreadCreatedData
+    | MessageAddedData
+    | RunStartedData
+    | RunCompletedData
+    | RunFailedData
+    | RunCancelledData
+    | ThreadUpdatedData
+    | ThreadDeletedData
+)
+
+# The catalogue: every event type and the type of its payload.
+PAYLOAD_TYPES: dict[str, type] = {
+    THREAD_CREATED: ThreadCreatedData,
+    MESSAGE_ADDED: MessageAddedData,
+    RUN_STARTED: RunStartedData,
+    RUN_COMPLETED: RunCompletedData,
+    RUN_FAILED: RunFailedData,
+    RUN_CANCELLED: RunCancelledData,
+    THREAD_UPDATED: ThreadUpdatedData,
+    THREAD_DELETED: ThreadDeletedData,
 }
-# The types some of those fields must have: what the fold reads them as.
-FIELD_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
-    THREAD_CREATED: {
-        "owner": str,
-        "title": (str, type(None)),
-        "metadata": dict,
-        "forked_from": (dict, type(None)),
-        "system_prompt": (str, type(None)),
-    },
-    MESSAGE_ADDED: {
-        "message_id": str,
-        "role": str,
-        "content": str,
-        "run_id": (str, type(None)),
-        "partial": bool,
-    },
-    RUN_STARTED: {"run_id": str, "model": str, "params": dict, "prompt_version": int},
-    THREAD_UPDATED: {"title": (str, type(None)), "metadata": dict},
+
+
+Check = Callable[[object], bool]
+
+
+def _check_for(annotation: object) -> Check:
+    """What a field's value must be, as far as its annotation says at its top level: the
+    Literal values, None, str, bool, int, float (an int will do), a dict for a dict or a
+    TypedDict (whose own fields are not looked into), anything for Any."""
+    origin = get_origin(annotation)
+    if annotation is Any:
+        return lambda value: True
+    if origin is NotRequired:
+        return _check_for(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        checks = [_check_for(arg) for arg in get_args(annotation)]
+        return lambda value: any(check(value) for check in checks)
+    if origin is Literal:
+        # By type too: True == 1, but True is not the Literal 1.
+        allowed = {(type(v), v) for v in get_args(annotation)}
+        return lambda value: (type(value), value) in allowed
+    if annotation is None or annotation is type(None):
+        return lambda value: value is None
+    if annotation is float:
+        return lambda value: isinstance(value, int | float)
+    if is_typeddict(annotation) or origin is dict:
+        return lambda value: isinstance(value, dict)
+    assert isinstance(annotation, type), annotation
+    runtime_type = annotation
+    return lambda value: isinstance(value, runtime_type)
+
+
+# The fields each type's data must carry (more may be present), and what each of its
+# fields must hold (`_check_for`): what the append requires and the fold reads. Both
+# follow the payload types. (Read from the annotations: `__required_keys__` misses
+# NotRequired in string ones.)
+REQUIRED_FIELDS: dict[str, frozenset[str]] = {
+    type_: frozenset(
+        name
+        for name, annotation in get_type_hints(payload, include_extras=True).items()
+        if get_origin(annotation) is not NotRequired
+    )
+    for type_, payload in PAYLOAD_TYPES.items()
+}
+FIELD_CHECKS: dict[str, dict[str, Check]] = {
+    type_: {name: _check_for(annotation) for name, annotation in get_type_hints(payload).items()}
+    for type_, payload in PAYLOAD_TYPES.items()
 }
 RUN_TERMINAL_TYPES = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
-MESSAGE_ROLES = frozenset({"user", "assistant", "system"})
 
 
 def new_id() -> str:
@@ -79,6 +212,8 @@ class NewEvent:
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
+    """An event as the log holds it: `data` is whatever was stored (see `read_data`)."""
+
     position: int
     event_id: str
     thread_id: str
@@ -87,6 +222,96 @@ class StoredEvent:
     data: dict[str, Any]
     metadata: dict[str, Any]
     recorded_at: datetime
+
+
+@overload
+def new_event(
+    type_: Literal["thread.created"],
+    data: ThreadCreatedData,
+    metadata: dict[str, Any] | None = None,
+    event_id: str | None = None,
+) -> NewEvent: ...
+@overload
+def new_event(
+    type_: Literal["message.added"],
+    data: MessageAddedData,
+    metadata: dict[str, Any] | None = None,
+    event_id: str | None = None,
+) -> NewEvent: ...
+@overload
+def new_event(
+    type_: Literal["run.started"],
+    data: RunStartedData,
+    metadata: dict[str, Any] | None = None,
+    event_id: str | None = None,
+) -> NewEvent: ...
+@overload
+def new_event(
+    type_: Literal["run.completed"],
+    data: RunCompletedData,
+    metadata: dict[str, Any] | None = None,
+    event_id: str | None = None,
+) -> NewEvent: ...
+@overload
+def new_event(
+    type_: Literal["run.failed"],
+    data: RunFailedData,
+    metadata: dict[str, Any] | None = None,
+    event_id: str | None = None,
+) -> NewEvent: ...
+@overload
+def new_event(
+    type_: Literal["run.cancelled"],
+    data: RunCancelledData,
+    metadata: dict[str, Any] | None = None,
+    event_id: str | None = None,
+) -> NewEvent: ...
+@overload
+def new_event(
+    type_: Literal["thread.updated"],
+    data: ThreadUpdatedData,
+    metadata: dict[str, Any] | None = None,
+    event_id: str | None = None,
+) -> NewEvent: ...
+@overload
+def new_event(
+    type_: Literal["thread.deleted"],
+    data: ThreadDeletedData,
+    metadata: dict[str, Any] | None = None,
+    event_id: str | None = None,
+) -> NewEvent: ...
+def new_event(
+    type_: str,
+    data: EventData,
+    metadata: dict[str, Any] | None = None,
+    event_id: str | None = None,
+) -> NewEvent:
+    """A catalogue event, its payload checked against its type's (statically: the
+    store checks every event it appends, however built)."""
+    return NewEvent(type_, dict(data), metadata or {}, event_id or new_id())
+
+
+Payload = TypeVar("Payload")
+
+
+def read_data(event: StoredEvent, payload: type[Payload], *names: str) -> Payload:
+    """A stored event's data as the catalogue types it, once the fields `names` hold what
+    `FIELD_CHECKS` says (by default every field it must carry and every other it has).
+
+    Stored data is untrusted (it may have been written around `check_new_events`), so
+    this checks before the static type is believed; `InvalidEvent` says what is wrong."""
+    if PAYLOAD_TYPES.get(event.type) is not payload:
+        raise InvalidEvent(f"event {event.event_id} is a {event.type}, not a {payload.__name__}")
+    data = event.data
+    checks = FIELD_CHECKS[event.type]
+    required = REQUIRED_FIELDS[event.type]
+    for name in names or [n for n in checks if n in required or n in data]:
+        if name not in data or not checks[name](data[name]):
+            raise InvalidEvent(
+                f"event {event.event_id} ({event.type}, position "
+                f"{event.position}) has no valid {name}"
+            )
+    return cast(Payload, data)
 
 
 MAX_ID_LENGTH = 64
@@ -111,11 +336,11 @@ def check_new_events(thread_id: str, events: list[NewEvent], expected_version: i
         missing = required - event.data.keys()
         if missing:
             raise InvalidEvent(f"{event.type} needs {', '.join(sorted(missing))}")
-        for name, expected in FIELD_TYPES.get(event.type, {}).items():
-            if name in event.data and not isinstance(event.data[name], expected):
-                raise InvalidEvent(f"{event.type} {name} has the wrong type", name)
-        if event.type == MESSAGE_ADDED and event.data["role"] not in MESSAGE_ROLES:
-            raise InvalidEvent(f"unknown message role {event.data['role']!r}")
+        for name, check in FIELD_CHECKS[event.type].items():
+            if name in event.data and not check(event.data[name]):
+                raise InvalidEvent(
+                    f"{event.type} {name} is not of the type the catalogue gives it", name
+                )
         _check_json(event.type, event.data, event.metadata)
 
 

@@ -10,6 +10,7 @@ import pytest
 from main_backend.errors import InvalidEvent
 from main_backend.events.fold import fold
 from main_backend.events.types import (
+    MESSAGE_ADDED,
     RUN_CANCELLED,
     RUN_FAILED,
     THREAD_DELETED,
@@ -104,3 +105,11 @@ def test_versions_must_follow_each_other() -> None:
     created, message = stored([thread_created(), message_added()])
     with pytest.raises(InvalidEvent, match="does not follow"):
         fold([created, replace(message, version=3)])
+
+
+def test_a_message_whose_role_is_not_the_catalogues_is_skipped() -> None:
+    # Written around the append checks: a prompt must never carry it to the agent.
+    odd = NewEvent(MESSAGE_ADDED, {**message_added("odd").data, "role": "tool"})
+    state, messages = fold(stored([thread_created(), odd, message_added("fine")]))
+    assert state is not None and (state.version, state.message_count) == (3, 1)
+    assert [(m.role, m.content) for m in messages] == [("user", "fine")]

@@ -6,12 +6,13 @@ from datetime import UTC, datetime
 
 from main_backend.conversation.prompt import assemble_prompt, select_history
 from main_backend.events.fold import MessageState
+from main_backend.events.types import MessageRole
 from stubichat_common.tokens import estimate_tokens
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)
 
 
-def message(version: int, role: str, content: str) -> MessageState:
+def message(version: int, role: MessageRole, content: str) -> MessageState:
     return MessageState(f"m{version}", "t", version, role, content, None, False, T0)
 
 
