@@ -1,11 +1,15 @@
 """Event store costs as a thread grows: append latency and reading the recent history.
 
-    .venv/bin/python bench/event_store.py [--database-url URL]
+    .venv/bin/python bench/event_store.py [--database-url URL] [--smoke]
 
 Default: a fresh SQLite file in a temporary folder, then (if reachable) a fresh
-Postgres database on 127.0.0.1. Each thread is grown to the named version and
+Postgres database on 127.0.0.1 (TEST_POSTGRES_URL; under CI=true it must be
+reachable, as for the tests). Each thread is grown to the named version and
 then measured: one-message appends, and reading the 20 newest messages the way
 prompt building does.
+
+--smoke: small threads and few samples, only to prove the benchmark runs
+(tests/e2e/test_bench_smoke.py); its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -29,6 +35,8 @@ from tests.support import databases  # noqa: E402
 
 SIZES = (10, 1_000, 10_000)
 SAMPLES = 50
+SMOKE_SIZES = (10, 100)
+SMOKE_SAMPLES = 3
 
 
 def message(i: int) -> NewEvent:
@@ -64,17 +72,17 @@ async def grow(store: EventStore, thread_id: str, size: int) -> int:
     return version
 
 
-async def measure(database_url: str, label: str) -> None:
+async def measure(database_url: str, label: str, sizes: tuple[int, ...], samples: int) -> None:
     db = create_database(database_url)
     store = EventStore(db)
-    print(f"\n{label}: median of {SAMPLES} (ms)")
+    print(f"\n{label}: median of {samples} (ms)")
     print(f"{'version':>8} {'append 1 msg':>13} {'20 newest msgs':>15}")
     try:
-        for size in SIZES:
+        for size in sizes:
             thread_id = f"bench-{size}"
             version = await grow(store, thread_id, size)
             appends, reads = [], []
-            for _ in range(SAMPLES):
+            for _ in range(samples):
                 started = time.perf_counter()
                 version = (await store.append(thread_id, [message(version)], version)).version
                 appends.append(time.perf_counter() - started)
@@ -96,24 +104,26 @@ async def measure(database_url: str, label: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--database-url")
+    parser.add_argument("--smoke", action="store_true", help="small and fast: does it run?")
     args = parser.parse_args()
+    sizes, samples = (SMOKE_SIZES, SMOKE_SAMPLES) if args.smoke else (SIZES, SAMPLES)
     if args.database_url:
-        asyncio.run(measure(args.database_url, args.database_url))
+        asyncio.run(measure(args.database_url, args.database_url, sizes, samples))
         return
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{folder}/bench.db"
         databases.migrate(url)
-        asyncio.run(measure(url, "SQLite"))
+        asyncio.run(measure(url, "SQLite", sizes, samples))
     try:
         databases.require_postgres()
-    except BaseException:  # pytest's skip/fail outcomes: no Postgres here
+    except pytest.skip.Exception:  # unreachable and not under CI=true (there it fails)
         print("\nPostgreSQL not reachable: skipped")
         return
     name = databases.create_postgres_database()
     try:
         url = databases.postgres_url(name)
         databases.migrate(url)
-        asyncio.run(measure(url, "PostgreSQL"))
+        asyncio.run(measure(url, "PostgreSQL", sizes, samples))
     finally:
         databases.drop_postgres_database(name)
 

@@ -53,7 +53,9 @@ _ASYNC_DRIVERS = {
     "postgresql+psycopg": "postgresql+psycopg",
     "postgresql+psycopg_async": "postgresql+psycopg",
     "postgresql+psycopg2": "postgresql+psycopg",
-    "postgresql+asyncpg": "postgresql+asyncpg",
+    # Kept working for existing deployments, on psycopg like the rest: pg_connection's
+    # bounded connections and the checkpointer are psycopg's, so asyncpg is not installed.
+    "postgresql+asyncpg": "postgresql+psycopg",
 }
 
 

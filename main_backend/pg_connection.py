@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Self, TypeVar
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.abc import PQGen
+from psycopg.connection_async import _WAIT_INTERVAL  # the default of `wait(interval=…)`
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.errors import _WaitTimeout  # what `wait(…, timeout=…)` raises on expiry
 from psycopg.rows import Row
@@ -67,19 +68,18 @@ class BoundedConnection(AsyncConnection[Row]):
         kwargs["connect_timeout"] = cls.timeouts.connect_seconds
         return await super().connect(conninfo, **kwargs)
 
-    # psycopg's own signature, `timeout` included.
+    # psycopg's own signature and defaults, so its callers' arguments keep their meaning.
     async def wait(
         self,
         gen: PQGen[RV],
-        *args: Any,
+        interval: float = _WAIT_INTERVAL,
         timeout: float | None = None,  # noqa: ASYNC109
-        **kwargs: Any,
     ) -> RV:
         if timeout is not None:  # a caller with its own bound (notifies, cancel)
-            return await super().wait(gen, *args, timeout=timeout, **kwargs)
+            return await super().wait(gen, interval, timeout)
         seconds = self.timeouts.answer_seconds
         try:
-            return await super().wait(gen, *args, timeout=seconds, **kwargs)
+            return await super().wait(gen, interval, seconds)
         except _WaitTimeout:
             # The connection is mid-protocol and in an unknown state: never reuse it.
             self.pgconn.finish()

@@ -8,16 +8,19 @@ message through `maybe_transform`, which costs CPU proportional to the prompt
 serialisation. Retries are ours (the SDK's are switched off) so that the policy
 in `retry.py` is the only one and a stream is never retried after its first
 delta.
+
+`post(..., stream_cls=...)` and `AsyncStream._iter_events` are the SDK's
+private API: pyproject.toml holds `openai` to one major version, and
+tests/unit/llm_agent/test_openai_sdk_api.py fails by name when either moves.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx2
 import openai
-from openai import AsyncOpenAI, AsyncStream
+from openai import AsyncOpenAI, AsyncStream, RequestOptions
 from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
@@ -41,6 +44,11 @@ from llm_agent.providers.base import (
 from llm_agent.providers.retry import RetryPolicy, parse_retry_after
 from llm_agent.settings import OPENAI_DEFAULT_BASE_URL, Settings
 
+if TYPE_CHECKING:
+    # Private, like `_iter_events` that yields it: tests/unit/llm_agent/test_openai_sdk_api.py
+    # checks that both are still there.
+    from openai._streaming import ServerSentEvent
+
 # A local OpenAI-compatible server (vLLM, Ollama, llama.cpp) may need no key,
 # but the SDK refuses to build a client without one.
 _PLACEHOLDER_KEY = "not-needed"
@@ -55,7 +63,7 @@ class _ChunkStream(AsyncStream[ChatCompletionChunk]):
 
     saw_done = False
 
-    async def _iter_events(self) -> AsyncIterator[Any]:
+    async def _iter_events(self) -> AsyncIterator[ServerSentEvent]:
         async for sse in super()._iter_events():
             if sse.data.startswith("[DONE]"):
                 self.saw_done = True
@@ -148,7 +156,7 @@ class OpenAIProvider:
             base_url=self.base_url,
             organization=settings.openai_organization,
             max_retries=0,
-            timeout=httpx2.Timeout(
+            timeout=openai.Timeout(
                 connect=settings.openai_connect_timeout,
                 read=settings.openai_read_timeout,
                 write=settings.openai_read_timeout,
@@ -183,7 +191,7 @@ class OpenAIProvider:
             body["user"] = params.user
         return body
 
-    def _options(self, params: GenerationParams) -> dict[str, Any]:
+    def _options(self, params: GenerationParams) -> RequestOptions:
         return {"headers": {"X-Request-ID": params.request_id}} if params.request_id else {}
 
     def _require_configured(self) -> None:

@@ -49,9 +49,10 @@ def _not_blank(value: str) -> str:
 
 def _metadata(value: dict[str, Any]) -> dict[str, Any]:
     try:
-        return check_json(value, [], max_depth=METADATA_MAX_DEPTH, max_bytes=METADATA_MAX_BYTES)
+        check_json(value, [], max_depth=METADATA_MAX_DEPTH, max_bytes=METADATA_MAX_BYTES)
     except ValueProblem as exc:
         raise _refused(exc) from None
+    return value
 
 
 # Every string and JSON value a request can store goes through one of these (values.py

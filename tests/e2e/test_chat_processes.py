@@ -35,7 +35,8 @@ def ask(content: str, **fields: Any) -> dict[str, Any]:
 def chat(client: httpx.Client, backend: ServiceProcess, body: dict[str, Any]) -> dict[str, Any]:
     response = client.post(backend.url + "/chat/", json=body)
     assert response.status_code == 200, response.text
-    return response.json()
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def messages_of(
@@ -43,7 +44,8 @@ def messages_of(
 ) -> list[dict[str, Any]]:
     response = client.get(f"{backend.url}/threads/{thread_id}/messages")
     assert response.status_code == 200, response.text
-    return response.json()["messages"]
+    messages: list[dict[str, Any]] = response.json()["messages"]
+    return messages
 
 
 def prompt_of(request: dict[str, Any]) -> list[tuple[str, str]]:

@@ -35,8 +35,9 @@ import jwt
 import pytest
 import schemathesis
 from schemathesis.checks import CHECKS as CHECKS_REGISTRY
-from schemathesis.checks import load_all_checks
+from schemathesis.checks import CheckFunction, load_all_checks
 from schemathesis.core.failures import FailureGroup
+from schemathesis.core.jsonschema.types import JsonValue
 
 from tests.e2e.conftest import Backends, FakeUpstream, agent_env
 from tests.support.servers import ServiceProcess
@@ -187,12 +188,15 @@ def test_a_chat_turn_is_answered_as_documented(fuzz_backend: ServiceProcess) -> 
     max_tokens), which the schema does not state, so the fuzzing above rarely reaches an
     answered turn; this sends one valid turn of each kind through the same checks."""
     load_all_checks()
-    checks = CHECKS_REGISTRY.get_by_names(list(CHECKS))
+    checks: list[CheckFunction] = []
+    for check in CHECKS_REGISTRY.get_by_names(list(CHECKS)):
+        assert not isinstance(check, type), f"{check} is a check class, not a function"
+        checks.append(check)
     schema = schemathesis.openapi.from_url(fuzz_backend.url + "/openapi.json", timeout=10)
     headers = {"Authorization": f"Bearer {user_token()}"}
     problems = []
     for path, stream in TURNS:
-        body: dict[str, object] = {"messages": [{"role": "user", "content": "hello"}]}
+        body: dict[str, JsonValue] = {"messages": [{"role": "user", "content": "hello"}]}
         if stream is not None:
             body["stream"] = stream
         case = schema[path]["POST"].Case(body=body, headers=headers)

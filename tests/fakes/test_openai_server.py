@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import httpx2
 import openai
 import pytest
 
@@ -34,7 +33,7 @@ def fake() -> Iterator[FakeOpenAI]:
         yield server
 
 
-def sdk(fake: FakeOpenAI, timeout: float | httpx2.Timeout = 5.0) -> openai.AsyncOpenAI:
+def sdk(fake: FakeOpenAI, timeout: float | openai.Timeout = 5.0) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(api_key="test-key", base_url=fake.url, max_retries=0, timeout=timeout)
 
 
@@ -52,7 +51,7 @@ async def collect(stream: Any, deltas: list[str], finish: list[str | None]) -> l
 
 
 async def stream_with(
-    fake: FakeOpenAI, behaviour: Behaviour, client_timeout: float | httpx2.Timeout = 5.0
+    fake: FakeOpenAI, behaviour: Behaviour, client_timeout: float | openai.Timeout = 5.0
 ) -> tuple[list[str], list[str | None], Exception | None]:
     """Run one streaming request; return (deltas, finish_reasons, exception or None)."""
     fake.script(behaviour)
@@ -76,7 +75,8 @@ def test_split_pieces_round_trips() -> None:
 
 
 def test_behaviour_from_dict_and_unknown_field(fake: FakeOpenAI) -> None:
-    assert Behaviour(**{"status": 429, "headers": {"Retry-After": "1"}}).status == 429
+    spec: dict[str, Any] = {"status": 429, "headers": {"Retry-After": "1"}}
+    assert Behaviour(**spec).status == 429
     with pytest.raises(TypeError):
         fake.script({"no_such_field": 1})
 
@@ -222,7 +222,7 @@ async def test_drop_after_non_stream_sends_nothing(fake: FakeOpenAI) -> None:
 async def test_stall_after_hits_read_timeout(fake: FakeOpenAI) -> None:
     started = time.monotonic()
     deltas, _, exc = await stream_with(
-        fake, Behaviour(stall_after=1, stall_seconds=5), client_timeout=httpx2.Timeout(5, read=0.5)
+        fake, Behaviour(stall_after=1, stall_seconds=5), client_timeout=openai.Timeout(5, read=0.5)
     )
     assert isinstance(exc, openai.APITimeoutError)
     assert deltas == ["You "]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from functools import wraps
 from typing import Any
@@ -69,7 +69,9 @@ _stream = LLMAgentClient.stream
 
 @wraps(_stream)
 async def _dying_stream(self: LLMAgentClient, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-    async with aclosing(_stream(self, *args, **kwargs)) as items:
+    stream = _stream(self, *args, **kwargs)
+    assert isinstance(stream, AsyncGenerator)  # typed as an iterator, written as a generator
+    async with aclosing(stream) as items:
         async for item in items:
             if isinstance(item, LLMDelta):
                 _die_if_at("delta", _count("delta"))

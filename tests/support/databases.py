@@ -58,13 +58,13 @@ def create_postgres_database(template: str | None = None) -> str:
     name = f"stubichat_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
         suffix = f' TEMPLATE "{template}"' if template else ""
-        conn.execute(f'CREATE DATABASE "{name}"{suffix}')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"{suffix}')
     return name
 
 
 def drop_postgres_database(name: str) -> None:
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def copy_sqlite(template: Path, target: Path) -> None:
@@ -101,8 +101,14 @@ def execute(database_url: str, sql: str, **params: object) -> int:
         engine.dispose()
 
 
+def count(database_url: str, sql: str, **params: object) -> int:
+    """The number a `SELECT count(*) …` statement answers."""
+    value = query(database_url, sql, **params)[0][0]
+    assert isinstance(value, int), value
+    return value
+
+
 def event_count(database_url: str, thread_id: str | None = None) -> int:
     if thread_id is None:
-        return int(query(database_url, "SELECT count(*) FROM events")[0][0])  # type: ignore[arg-type]
-    rows = query(database_url, "SELECT count(*) FROM events WHERE thread_id = :t", t=thread_id)
-    return int(rows[0][0])  # type: ignore[arg-type]
+        return count(database_url, "SELECT count(*) FROM events")
+    return count(database_url, "SELECT count(*) FROM events WHERE thread_id = :t", t=thread_id)

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from fastapi import FastAPI
+from pydantic_settings import BaseSettings
 
 from llm_agent.settings import Settings as AgentSettings
 from main_backend.app import ALEMBIC_INI
@@ -31,7 +32,7 @@ from tests.support.servers import REPO_ROOT
 
 SERVICES = {"postgres", "migrate", "main-backend", "llm-agent", "nginx"}
 ONE_SHOT = {"migrate"}
-APP_SETTINGS = {
+APP_SETTINGS: dict[str, type[BaseSettings]] = {
     "migrate": BackendSettings,
     "main-backend": BackendSettings,
     "llm-agent": AgentSettings,
@@ -60,11 +61,14 @@ SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.IGNORECASE)
 
 @cache
 def compose() -> dict[str, Any]:
-    return yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    loaded = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    assert isinstance(loaded, dict), "docker-compose.yml is not a mapping"
+    return loaded
 
 
 def service(name: str) -> dict[str, Any]:
-    return compose()["services"][name]
+    found: dict[str, Any] = compose()["services"][name]
+    return found
 
 
 def interpolate(text: str) -> str:
@@ -173,7 +177,9 @@ def copied(name: str) -> dict[str, PurePosixPath]:
 
 def exec_form(args: str) -> list[str]:
     assert args.startswith("["), f"use the exec form (signals reach the process): {args}"
-    return json.loads(args)
+    parsed = json.loads(args)
+    assert isinstance(parsed, list) and all(isinstance(a, str) for a in parsed), args
+    return parsed
 
 
 @cache
@@ -187,7 +193,9 @@ def directives(name: str) -> list[str]:
 
 
 def size_in_bytes(size: str) -> int:
-    number, unit = re.fullmatch(r"(\d+)([kKmMgG]?)", size).groups()
+    match = re.fullmatch(r"(\d+)([kKmMgG]?)", size)
+    assert match, f"not an nginx size: {size}"
+    number, unit = match.groups()
     return int(number) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit.lower()]
 
 
@@ -290,8 +298,11 @@ def test_each_target_is_a_slim_runtime_fed_by_a_builder(target: str) -> None:
     stages = chain(target)
     assert re.fullmatch(r"python:3\.11-slim(-\w+)?", stages[0].base)
     sources = {
-        copy_flags_and_paths(args)[0].get("from") for st in stages for args in st.args("COPY")
-    } - {None}
+        source
+        for st in stages
+        for args in st.args("COPY")
+        if (source := copy_flags_and_paths(args)[0].get("from")) is not None
+    }
     assert sources, f"{target} copies nothing from a builder stage"
     for source in sources:
         assert source not in {s.name for s in stages}, "a builder must not be in the runtime"

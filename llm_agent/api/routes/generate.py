@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
@@ -72,7 +72,7 @@ async def generate_stream(
 
 
 async def _relay(
-    first: Delta | StreamDone, rest: AsyncIterator[Delta | StreamDone], metrics: Metrics
+    first: Delta | StreamDone, rest: AsyncGenerator[Delta | StreamDone, None], metrics: Metrics
 ) -> AsyncIterator[bytes]:
     event_id = 0
 

@@ -68,7 +68,7 @@ def wait_idle(backend: httpx.Client, thread_id: str, timeout: float = 20) -> dic
     """The thread once its run has ended (runs go on apart from their requests)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        thread = backend.get(f"/threads/{thread_id}").json()
+        thread: dict[str, Any] = backend.get(f"/threads/{thread_id}").json()
         if thread["status"] == "idle":
             return thread
         time.sleep(0.05)

@@ -26,17 +26,22 @@ ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 def turn(backend: httpx.Client, content: str, **fields: Any) -> dict[str, Any]:
     response = backend.post("/chat/", json=ask(content, **fields))
     assert response.status_code == 200, response.text
-    return response.json()
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def admin_get(backend: httpx.Client, path: str, **params: Any) -> dict[str, Any]:
     response = backend.get(path, params=params, headers=ADMIN)
     assert response.status_code == 200, response.text
-    return response.json()
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def all_events(backend: httpx.Client, thread_id: str) -> list[dict[str, Any]]:
-    return admin_get(backend, f"/admin/threads/{thread_id}/events", limit=1000)["events"]
+    events: list[dict[str, Any]] = admin_get(
+        backend, f"/admin/threads/{thread_id}/events", limit=1000
+    )["events"]
+    return events
 
 
 def as_json(value: Any) -> str:
@@ -86,7 +91,9 @@ def test_every_admin_route_needs_the_admin_token(
     def call(
         client: httpx.Client, method: str, path: str, headers: dict[str, str]
     ) -> httpx.Response:
-        body = {} if method == "POST" and path.endswith("/replay") else None
+        body: dict[str, object] | None = (
+            {} if method == "POST" and path.endswith("/replay") else None
+        )
         return client.request(
             method, path.replace("{thread_id}", thread_id), json=body, headers=headers
         )
@@ -240,7 +247,8 @@ def test_a_threads_events_page_with_next_from_version(start_backend: StartBacken
     }
     assert started["metadata"]["user"] == "local"
 
-    pages, from_version = [], 1
+    pages: list[list[dict[str, Any]]] = []
+    from_version: int | None = 1
     while from_version is not None:
         page = admin_get(
             backend, f"/admin/threads/{thread_id}/events", from_version=from_version, limit=4
@@ -273,9 +281,13 @@ def test_the_global_feed_sees_every_event_once_while_turns_are_written(
     after, pages_while_writing = 0, 0
     with ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(writer, name) for name in ("a", "b")]
-        threading.Thread(
-            target=lambda: ([f.result() for f in futures], writers_done.set()), daemon=True
-        ).start()
+
+        def when_written() -> None:
+            for future in futures:
+                future.result()
+            writers_done.set()
+
+        threading.Thread(target=when_written, daemon=True).start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             finished = writers_done.is_set()

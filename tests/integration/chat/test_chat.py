@@ -17,7 +17,8 @@ from tests.support.sse import Event, parse_sse
 def turn(backend: httpx.Client, content: str, **fields: Any) -> dict[str, Any]:
     response = backend.post("/chat/", json=ask(content, **fields))
     assert response.status_code == 200, response.text
-    return response.json()
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def test_a_conversation_replays_its_history_into_every_prompt(
@@ -101,13 +102,13 @@ def test_the_context_window_keeps_the_newest_whole_messages(
     thread_id = None
     for i in range(6):
         upstream.script({"content": f"answer {i} " + "x" * 40})
-        fields = {"thread_id": thread_id} if thread_id else {}
+        fields: dict[str, str] = {"thread_id": thread_id} if thread_id else {}
         thread_id = turn(backend, f"question {i} " + "y" * 40, **fields)["thread_id"]
     sent = upstream.chat_requests[-1].body["messages"]
     assert sent[-1]["content"].startswith("question 5")
     assert len(sent) < 11
     # whole messages only, newest kept, in order
-    expected_tail = []
+    expected_tail: list[str] = []
     for i in range(5, -1, -1):
         expected_tail = [f"question {i} " + "y" * 40, *expected_tail]
         if len(expected_tail) == len(sent):

@@ -8,17 +8,16 @@ import httpx
 
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.chat.conftest import ask
-from tests.support.databases import query
+from tests.support.databases import count, query
 
 TURNS = 200
 USAGE = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
 
 
 def checkpoint_rows(database_url: str, thread_id: str) -> int:
-    rows = query(
+    return count(
         database_url, "SELECT count(*) FROM checkpoints WHERE thread_id LIKE :t", t=f"{thread_id}:%"
     )
-    return int(rows[0][0])  # type: ignore[arg-type]
 
 
 def pruned_soon(database_url: str, thread_id: str) -> bool:

@@ -4,6 +4,7 @@ the media type (415), then the body's encoding and JSON syntax (422), in the env
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 import jwt
@@ -97,12 +98,12 @@ def send(
     return client.request(method, path, content=body, headers=headers)
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert (response.status_code, response.headers["content-type"]) == (
         status,
         "application/json",
     ), response.text
-    error = response.json()["error"]
+    error: dict[str, Any] = response.json()["error"]
     assert error["code"] == code, error
     assert error["request_id"] == response.headers["x-request-id"]
     return error

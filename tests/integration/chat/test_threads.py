@@ -12,7 +12,8 @@ from tests.support.databases import event_count
 def create(backend: httpx.Client, **body: object) -> dict[str, object]:
     response = backend.post("/threads", json=body)
     assert response.status_code == 201, response.text
-    return response.json()
+    thread: dict[str, object] = response.json()
+    return thread
 
 
 def test_create_get_patch_delete(backend: httpx.Client, database_url: str) -> None:

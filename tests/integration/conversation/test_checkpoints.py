@@ -333,10 +333,10 @@ async def test_the_migration_builds_what_the_savers_setup_builds(
 ) -> None:
     monkeypatch.undo()  # this test runs the savers' own setup() on the empty database
     if engine_name == "sqlite":
-        empty = sqlite_path(normalize_database_url(empty_database_url))
-        async with aiosqlite.connect(empty) as conn:
+        empty_file = sqlite_path(normalize_database_url(empty_database_url))
+        async with aiosqlite.connect(empty_file) as conn:
             await AsyncSqliteSaver(conn).setup()
-        expected = await sqlite_schema(empty)
+        expected = await sqlite_schema(empty_file)
         assert set(expected) == SQLITE_TABLES
         migrated = await sqlite_schema(sqlite_path(normalize_database_url(database_url)))
     else:

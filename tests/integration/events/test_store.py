@@ -18,12 +18,12 @@ from tests.support.events import message_added, run_completed, run_started, thre
 
 async def table_counts(db: Database) -> tuple[int, int, int]:
     async with db.engine.connect() as conn:
-        return tuple(
-            [  # type: ignore[return-value]
-                await conn.scalar(sa.text(f"SELECT count(*) FROM {table}"))
-                for table in ("events", "threads", "messages")
-            ]
-        )
+
+        async def count(table: str) -> int:
+            rows = sa.select(sa.func.count()).select_from(sa.table(table))
+            return (await conn.execute(rows)).scalar_one()
+
+        return await count("events"), await count("threads"), await count("messages")
 
 
 async def test_append_stores_versions_positions_and_read_models(store: EventStore) -> None:

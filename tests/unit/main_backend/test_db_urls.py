@@ -17,7 +17,7 @@ from main_backend.db import normalize_database_url
         ("postgres://app:pw@db:5432/chat", "postgresql+psycopg://app:pw@db:5432/chat"),
         ("postgresql+psycopg://app@db/chat", "postgresql+psycopg://app@db/chat"),
         ("postgresql+psycopg2://app@db/chat", "postgresql+psycopg://app@db/chat"),
-        ("postgresql+asyncpg://app@db/chat", "postgresql+asyncpg://app@db/chat"),
+        ("postgresql+asyncpg://app@db/chat", "postgresql+psycopg://app@db/chat"),
         (
             " postgresql://app@db/chat?sslmode=require ",
             "postgresql+psycopg://app@db/chat?sslmode=require",
