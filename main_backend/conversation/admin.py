@@ -3,7 +3,7 @@
 A replay rebuilds a thread from its events up to a version (never from the
 read model) and builds its prompt with `prompt_at`, the very function the turn
 graph's `call_llm` node calls, so it shows exactly what the model saw
-(DESIGN.md principle 4). Re-running a replay calls the LLM agent and appends
+(docs/design.md, principle 4). Re-running a replay calls the LLM agent and appends
 nothing. Nothing here knows about HTTP.
 """
 

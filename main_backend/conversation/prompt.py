@@ -1,4 +1,4 @@
-"""Prompt building: a pure function of the thread's log (DESIGN.md principle 4).
+"""Prompt building: a pure function of the thread's log (docs/design.md, principle 4).
 
 `prompt_at` is the prompt a turn at a version sends: the system prompt, then as
 much of the newest history as fits in the context budget. The turn graph's

@@ -1,4 +1,4 @@
-"""The event catalogue (DESIGN.md) and the two shapes an event takes: new and stored."""
+"""The event catalogue (docs/design.md) and the two shapes an event takes: new and stored."""
 
 from __future__ import annotations
 
