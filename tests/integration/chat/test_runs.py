@@ -84,16 +84,20 @@ def test_a_run_that_cannot_be_resumed_is_closed_as_interrupted(
 
 
 def test_every_failure_of_a_resumed_run_is_logged(
-    start_backend: StartBackend, upstream: FakeOpenAI, database_url: str
+    upstream: FakeOpenAI, database_url: str, agent_url: str
 ) -> None:
     # Parameters the graph cannot use: each take-over fails in call_llm, before any
     # outcome, and is retried until the run is closed as interrupted.
     thread_id = orphan_run(database_url, params={"max_tokens": None})
-    backend = start_backend(run_lease_seconds=0.5, run_max_resumes=1)
+    settings = backend_settings(database_url, agent_url, run_lease_seconds=0.5, run_max_resumes=1)
+    # Creating the app sets logging up (removing every sink); the sweeper may take the
+    # orphan over as soon as the app serves, so listen in between.
+    app = create_backend(settings)
     failures: list[str] = []
     sink = logger.add(lambda m: failures.append(m) if "failed before its outcome" in m else None)
     try:
-        thread = wait_idle(backend, thread_id)
+        with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as backend:
+            thread = wait_idle(backend, thread_id)
     finally:
         logger.remove(sink)
     assert thread["version"] == 4  # closed as interrupted, after the failed take-over
