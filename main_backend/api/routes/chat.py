@@ -9,7 +9,11 @@ from fastapi import APIRouter, Body, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from main_backend.api.deps import ChatDep, MetricsDep, RequestIdDep, SettingsDep, UserDep
-from main_backend.api.errors import database_unavailable_response, run_error_status
+from main_backend.api.errors import (
+    database_unavailable_response,
+    error_responses,
+    run_error_status,
+)
 from main_backend.api.schemas import ChatRequest, ChatResponse, Message, Usage
 from main_backend.conversation.chat import Repeat
 from main_backend.conversation.graph import RunDelta, RunEnded, RunStarted
@@ -18,6 +22,7 @@ from main_backend.conversation.runner import RunEvent, RunHandle
 from main_backend.conversation.turns import ChatCommand, ChatMessage
 from main_backend.db import is_database_unavailable
 from main_backend.errors import InvalidRequest
+from main_backend.llm_client import LLM_CODES
 from main_backend.metrics import Metrics
 from main_backend.settings import Settings
 from stubichat_common.errors import error_response
@@ -33,19 +38,18 @@ IdempotencyKey = Annotated[
     Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
 ]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text}
-    for code, text in {
-        404: "thread_not_found",
-        409: "thread_busy, version_conflict, request_in_progress",
-        413: "payload_too_large",
-        422: "invalid_request, idempotency_key_reused",
-        429: "llm_rate_limited, too_many_active_runs",
-        502: "llm_upstream_error",
-        503: "llm_agent_unavailable, database_unavailable",
-        504: "llm_timeout",
-    }.items()
-}
+_ERRORS = error_responses(
+    "thread_not_found",
+    "thread_busy",
+    "version_conflict",
+    "request_in_progress",
+    "payload_too_large",
+    "invalid_request",
+    "idempotency_key_reused",
+    *LLM_CODES,
+    "too_many_active_runs",
+    "database_unavailable",
+)
 _SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 
 
@@ -152,7 +156,7 @@ def _chat_response(ended: RunEnded) -> ChatResponse:
 def _failed_response(request: Request, ended: RunEnded) -> JSONResponse:
     error = ended.error or {}
     code = error.get("code", "internal_error")
-    status, _ = run_error_status(code)
+    status = run_error_status(code)
     retry_after = error.get("retry_after")
     headers = {"Retry-After": str(round(retry_after))} if retry_after else None
     details = [
@@ -258,7 +262,7 @@ def _sse_payload(event: RunEvent) -> tuple[str, dict[str, Any]]:
         "error": {
             "code": code,
             "message": error.get("message", "the run failed"),
-            "retryable": bool(error.get("retryable", run_error_status(code)[1])),
+            "retryable": bool(error.get("retryable", True)),
         },
         "partial_content": event.partial_content,
         "version": event.version,
