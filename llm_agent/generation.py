@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from loguru import logger
@@ -71,7 +71,7 @@ class Generator:
             _ms(elapsed),
         )
 
-    async def stream(self, params: GenerationParams) -> AsyncIterator[Delta | StreamDone]:
+    async def stream(self, params: GenerationParams) -> AsyncGenerator[Delta | StreamDone, None]:
         """Deltas, then one `StreamDone`; an `AgentError` ends it otherwise."""
         started = time.perf_counter()
         first_token_at: float | None = None

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from loguru import logger
 
 from llm_agent.api.deps import GeneratorDep, MetricsDep, RequestIdDep, SettingsDep, require_token
-from llm_agent.api.schemas import GenerateRequest, GenerateResponse, UsageOut
+from llm_agent.api.schemas import GenerateResponse, UsageOut
 from llm_agent.errors import AgentError
 from llm_agent.generation import StreamDone
 from llm_agent.metrics import Metrics
-from llm_agent.params import resolve_params
+from llm_agent.params import GenerateRequest, resolve_params
 from llm_agent.providers.base import Delta, Usage
 from stubichat_common.routing import JSONRoute
 from stubichat_common.sse import SSE_HEADERS, sse_event
@@ -72,7 +72,7 @@ async def generate_stream(
 
 
 async def _relay(
-    first: Delta | StreamDone, rest: AsyncIterator[Delta | StreamDone], metrics: Metrics
+    first: Delta | StreamDone, rest: AsyncGenerator[Delta | StreamDone, None], metrics: Metrics
 ) -> AsyncIterator[bytes]:
     event_id = 0
 

@@ -26,6 +26,7 @@ from main_backend.llm_client import LLM_CODES
 from main_backend.metrics import Metrics
 from main_backend.settings import Settings
 from stubichat_common.errors import error_response
+from stubichat_common.limits import message_problems
 from stubichat_common.routing import JSONRoute
 from stubichat_common.sse import PING, SSE_HEADERS, sse_event, with_keepalive
 
@@ -58,18 +59,12 @@ def to_command(
 ) -> ChatCommand:
     """The domain command, with the limits and defaults that come from settings."""
     model = body.model or settings.default_model
-    for field, message in settings.parameter_problems(model, body.max_tokens):
-        raise InvalidRequest(message, field)
-    if len(body.messages) > settings.max_input_messages:
-        raise InvalidRequest(
-            f"at most {settings.max_input_messages} messages are accepted", "messages"
-        )
-    for index, message in enumerate(body.messages):
-        if len(message.content) > settings.max_message_chars:
-            raise InvalidRequest(
-                f"content must be at most {settings.max_message_chars} characters",
-                f"messages.{index}.content",
-            )
+    contents = [m.content for m in body.messages]
+    for field, problem in [
+        *settings.parameter_problems(model, body.max_tokens),
+        *message_problems(contents, settings.max_input_messages, settings.max_message_chars),
+    ]:
+        raise InvalidRequest(problem, field)  # the first problem only, as ever
     return ChatCommand(
         user=user,
         messages=[ChatMessage(m.role, m.content) for m in body.messages],
