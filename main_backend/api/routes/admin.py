@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query
 
-from main_backend.api.deps import LLMDep, RequestIdDep, SettingsDep, StoreDep, require_admin
+from main_backend.api.deps import AdminDep, RequestIdDep, require_admin
 from main_backend.api.errors import error_responses
 from main_backend.api.schemas import (
     AdminThread,
@@ -28,7 +28,7 @@ from main_backend.api.schemas import (
     Usage,
     VerifyResponse,
 )
-from main_backend.conversation.admin import AdminService, Replay
+from main_backend.conversation.admin import Replay
 from main_backend.llm_client import LLM_CODES
 from main_backend.values import MAX_INTEGER, MAX_VERSION
 from stubichat_common.routing import JSONRoute
@@ -49,13 +49,6 @@ router = APIRouter(
 )
 
 ThreadId = Annotated[Text, Path(min_length=1, max_length=64)]
-
-
-def _admin(store: StoreDep, llm: LLMDep, settings: SettingsDep) -> AdminService:
-    return AdminService(store, llm, settings)
-
-
-AdminDep = Annotated[AdminService, Depends(_admin)]
 
 
 @router.get("/threads", response_model=AdminThreadList)
