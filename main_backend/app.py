@@ -92,10 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     max_resumes=settings.run_max_resumes,
                     on_end=metrics.run_ended,
                 )
-                app.state.db, app.state.llm, app.state.leases = db, llm, leases
+                # What the routes get (api/deps.py): the services, nothing below them.
                 app.state.health = health = HealthChecks(db, llm, app.state.migration_head)
-                app.state.store = store
-                app.state.runner = runner
                 app.state.threads = ThreadService(store)
                 keys = IdempotencyKeys(db, settings.idempotency_ttl_hours)
                 app.state.chat = ChatService(store, runner, keys)
