@@ -95,7 +95,7 @@ class Database:
         await self.engine.dispose()
 
     async def migration_version(self) -> str | None:
-        """The Alembic revision the database is at (None: not migrated)."""
+        """The Alembic revision the database is at (None: its version table is empty)."""
         async with self.engine.connect() as conn:
             version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
         return None if version is None else str(version)

@@ -60,11 +60,13 @@ def to_command(
     """The domain command, with the limits and defaults that come from settings."""
     model = body.model or settings.default_model
     contents = [m.content for m in body.messages]
-    for field, problem in [
+    problems = [
         *settings.parameter_problems(model, body.max_tokens),
         *message_problems(contents, settings.max_input_messages, settings.max_message_chars),
-    ]:
-        raise InvalidRequest(problem, field)  # the first problem only, as ever
+    ]
+    if problems:  # this API has always named the first problem only
+        field, problem = problems[0]
+        raise InvalidRequest(problem, field)
     return ChatCommand(
         user=user,
         messages=[ChatMessage(m.role, m.content) for m in body.messages],
