@@ -17,6 +17,7 @@ from main_backend import __version__
 from main_backend.api import api_router
 from main_backend.api.errors import install_error_handlers, route_errors
 from main_backend.auth import LOCAL_USER
+from main_backend.conversation.admin import AdminService
 from main_backend.conversation.chat import ChatService
 from main_backend.conversation.checkpoints import open_checkpointer
 from main_backend.conversation.graph import TurnDeps, build_turn_graph
@@ -91,13 +92,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     max_resumes=settings.run_max_resumes,
                     on_end=metrics.run_ended,
                 )
-                app.state.db, app.state.llm, app.state.leases = db, llm, leases
+                # What the routes get (api/deps.py): the services, nothing below them.
                 app.state.health = health = HealthChecks(db, llm, app.state.migration_head)
-                app.state.store = store
-                app.state.runner = runner
                 app.state.threads = ThreadService(store)
                 keys = IdempotencyKeys(db, settings.idempotency_ttl_hours)
                 app.state.chat = ChatService(store, runner, keys)
+                app.state.admin = AdminService(store, llm, settings)
                 runner.start_background()
                 purging = asyncio.create_task(keys.purge_periodically(), name="key purge")
                 if settings.auth_mode == "none":

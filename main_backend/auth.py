@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hmac
-
 import jwt
 
 from main_backend.errors import DomainError
+from stubichat_common.auth import bearer_matches, bearer_token
 from stubichat_common.text import text_problem
 
 LOCAL_USER = "local"
@@ -22,11 +21,6 @@ class Unauthorized(DomainError):
 class AdminDisabled(DomainError):
     def __init__(self) -> None:
         super().__init__("the admin API is disabled: set ADMIN_TOKEN to enable it")
-
-
-def bearer_token(header: str | None) -> str | None:
-    scheme, _, token = (header or "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 def user_from_authorization(
@@ -71,6 +65,5 @@ def check_admin(header: str | None, admin_token: str | None) -> None:
     """The admin API opens to `Authorization: Bearer <ADMIN_TOKEN>` only."""
     if not admin_token:
         raise AdminDisabled()
-    token = bearer_token(header)
-    if token is None or not hmac.compare_digest(token.encode(), admin_token.encode()):
+    if not bearer_matches(header, admin_token):
         raise Unauthorized("the admin API needs 'Authorization: Bearer <ADMIN_TOKEN>'")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
@@ -94,6 +95,12 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+    async def migration_version(self) -> str | None:
+        """The Alembic revision the database is at (None: its version table is empty)."""
+        async with self.engine.connect() as conn:
+            version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+        return None if version is None else str(version)
 
 
 def create_database(

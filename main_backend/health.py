@@ -16,8 +16,6 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import sqlalchemy as sa
-
 from main_backend.db import Database
 from main_backend.llm_client import LLMAgentClient
 
@@ -76,8 +74,7 @@ class HealthChecks:
         return probe
 
     async def _database(self) -> Checks:
-        async with self.db.engine.connect() as conn:
-            current = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+        current = await self.db.migration_version()
         migrations: dict[str, Any] = {"status": "ok"}
         if current != self.migration_head:
             migrations = {

@@ -2,14 +2,15 @@
 
 Every failure, whatever its form (a JSON error before the stream, an `error` event,
 a cut-off or malformed stream, a refused connection, a timeout), is raised as one
-`LLMError` carrying the main backend's API code and status (API.md, Chat section).
+`LLMError` carrying the main backend's API code; the HTTP status each code answers
+with is the API layer's business (`main_backend/api/errors.py`).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -20,14 +21,16 @@ from loguru import logger
 CONNECT_TIMEOUT = 5.0
 HEALTH_TIMEOUT = 2.0
 
-RATE_LIMITED = (429, "llm_rate_limited")
-TIMEOUT = (504, "llm_timeout")
-UPSTREAM = (502, "llm_upstream_error")
-UNAVAILABLE = (503, "llm_agent_unavailable")
+RATE_LIMITED = "llm_rate_limited"
+TIMEOUT = "llm_timeout"
+UPSTREAM = "llm_upstream_error"
+UNAVAILABLE = "llm_agent_unavailable"
+# Every code an `LLMError` carries.
+LLM_CODES = (RATE_LIMITED, UPSTREAM, UNAVAILABLE, TIMEOUT)
 
-# The one mapping table: agent error code -> (our status, our API code), retryable
-# unless the agent says otherwise (its `error` events carry their own flag).
-AGENT_CODES: dict[str, tuple[tuple[int, str], bool]] = {
+# Agent error code -> our API code, retryable unless the agent says otherwise (its
+# `error` events carry their own flag).
+AGENT_CODES: dict[str, tuple[str, bool]] = {
     "upstream_rate_limited": (RATE_LIMITED, True),
     "upstream_timeout": (TIMEOUT, True),
     "upstream_error": (UPSTREAM, True),
@@ -50,19 +53,18 @@ AGENT_STATUSES: dict[int, str] = {
 
 
 class LLMError(Exception):
-    """A failed LLM call, as the main backend's API reports it (`code`, `status_code`)."""
+    """A failed LLM call, as the main backend's API reports it (`code`, one of `LLM_CODES`)."""
 
     def __init__(
         self,
         code: str,
-        status_code: int,
         message: str,
         *,
         retryable: bool,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
-        self.code, self.status_code, self.message = code, status_code, message
+        self.code, self.message = code, message
         self.retryable, self.retry_after = retryable, retry_after
 
 
@@ -80,12 +82,6 @@ class LLMDone:
     ttft_ms: float | None
 
 
-def _error(
-    kind: tuple[int, str], message: str, *, retryable: bool, retry_after: float | None = None
-) -> LLMError:
-    return LLMError(kind[1], kind[0], message, retryable=retryable, retry_after=retry_after)
-
-
 def agent_error(
     agent_code: str | None,
     status: int | None,
@@ -96,21 +92,21 @@ def agent_error(
 ) -> LLMError:
     """Map an error the agent reported (by its code, else by HTTP status) to ours."""
     code = agent_code if agent_code in AGENT_CODES else AGENT_STATUSES.get(status or 0, "")
-    kind, default_retryable = AGENT_CODES.get(code, (UNAVAILABLE, True))
-    if kind == UNAVAILABLE:  # the agent's own trouble: details for operators, not for clients
+    ours, default_retryable = AGENT_CODES.get(code, (UNAVAILABLE, True))
+    if ours == UNAVAILABLE:  # the agent's own trouble: details for operators, not for clients
         logger.warning("LLM agent unavailable: {} {}: {}", status, agent_code, message)
         message = "the LLM agent is unavailable"
-    return _error(
-        kind,
+    return LLMError(
+        ours,
         message,
         retry_after=retry_after,
         retryable=default_retryable if retryable is None else retryable,
     )
 
 
-def _failed(kind: tuple[int, str], message: str, exc: Exception) -> LLMError:
-    logger.warning("LLM agent call failed: {} ({})", kind[1], _describe(exc))
-    return _error(kind, message, retryable=True)
+def _failed(code: str, message: str, exc: Exception) -> LLMError:
+    logger.warning("LLM agent call failed: {} ({})", code, _describe(exc))
+    return LLMError(code, message, retryable=True)
 
 
 def _describe(exc: Exception) -> str:
@@ -138,9 +134,9 @@ def _error_from_response(response: httpx.Response) -> LLMError:
     return agent_error(code, response.status_code, message, retry_after=retry_after)
 
 
-async def _sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+async def _sse_events(response: httpx.Response) -> AsyncGenerator[tuple[str, str], None]:
     """(event name, data) as each event completes; comments such as `: ping` are skipped."""
-    name, data = "message", []
+    name, data = "message", list[str]()
     async for line in response.aiter_lines():
         if not line:
             if data:
@@ -172,7 +168,7 @@ def _parse_event(name: str, raw: str) -> LLMDelta | LLMDone | None:
                 ttft_ms=None if (ttft := data.get("ttft_ms")) is None else float(ttft),
             )
     except (ValueError, KeyError, TypeError) as exc:
-        raise _error(
+        raise LLMError(
             UPSTREAM, f"the LLM agent sent a malformed {name!r} event", retryable=False
         ) from exc
     if name == "error":
@@ -270,7 +266,7 @@ class LLMAgentClient:
                                 yield item
                             done = item if isinstance(item, LLMDone) else None
                 if done is None:
-                    raise _error(UPSTREAM, "the LLM agent's stream ended early", retryable=True)
+                    raise LLMError(UPSTREAM, "the LLM agent's stream ended early", retryable=True)
                 yield done
         except LLMError as error:
             logger.warning("LLM agent call failed: {} ({})", error.code, error.message)
@@ -288,8 +284,8 @@ class LLMAgentClient:
         except httpx.TimeoutException as exc:
             raise _failed(TIMEOUT, "the LLM agent did not answer in time", exc) from exc
         except httpx.HTTPError as exc:  # refused, reset, or closed mid-stream
-            kind, what = (UPSTREAM, "broke off") if streaming else (UNAVAILABLE, "is unreachable")
-            raise _failed(kind, f"the connection to the LLM agent {what}", exc) from exc
+            code, what = (UPSTREAM, "broke off") if streaming else (UNAVAILABLE, "is unreachable")
+            raise _failed(code, f"the connection to the LLM agent {what}", exc) from exc
 
     async def health(self) -> dict[str, Any]:
         """`{"status": "ok"|"failing", ...}` from the agent's `/health`; never raises."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,19 +10,23 @@ from llm_agent.errors import Unauthorized
 from llm_agent.generation import Generator
 from llm_agent.metrics import Metrics
 from llm_agent.settings import Settings
+from stubichat_common.auth import bearer_matches
 from stubichat_common.routing import auth_guard
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def get_generator(request: Request) -> Generator:
-    return request.app.state.generator
+    generator: Generator = request.app.state.generator
+    return generator
 
 
 def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
+    metrics: Metrics = request.app.state.metrics
+    return metrics
 
 
 def get_request_id(request: Request) -> str | None:
@@ -42,9 +45,5 @@ def require_token(request: Request) -> None:
     expected = get_settings(request).llm_agent_token
     if not expected:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.strip().encode(), expected.encode()
-    ):
+    if not bearer_matches(request.headers.get("authorization"), expected):
         raise Unauthorized("a valid 'Authorization: Bearer <LLM_AGENT_TOKEN>' header is required")

@@ -7,22 +7,43 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from main_backend.auth import LOCAL_USER, check_admin, user_from_authorization
+from main_backend.conversation.admin import AdminService
 from main_backend.conversation.chat import ChatService
-from main_backend.conversation.leases import RunLeases
-from main_backend.conversation.runner import TurnRunner
 from main_backend.conversation.threads import ThreadService
-from main_backend.events.store import EventStore
-from main_backend.llm_client import LLMAgentClient
+from main_backend.health import HealthChecks
 from main_backend.metrics import Metrics
 from main_backend.settings import Settings
 from stubichat_common.routing import auth_guard
 
 
-def _state(name: str):  # type: ignore[no-untyped-def]
-    def get(request: Request) -> object:
-        return getattr(request.app.state, name)
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
 
-    return get
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def get_chat(request: Request) -> ChatService:
+    chat: ChatService = request.app.state.chat
+    return chat
+
+
+def get_threads(request: Request) -> ThreadService:
+    threads: ThreadService = request.app.state.threads
+    return threads
+
+
+def get_admin(request: Request) -> AdminService:
+    admin: AdminService = request.app.state.admin
+    return admin
+
+
+def get_health(request: Request) -> HealthChecks:
+    health: HealthChecks = request.app.state.health
+    return health
 
 
 def get_request_id(request: Request) -> str | None:
@@ -31,7 +52,7 @@ def get_request_id(request: Request) -> str | None:
 
 @auth_guard
 def current_user(request: Request) -> str:
-    settings: Settings = request.app.state.settings
+    settings = get_settings(request)
     if settings.auth_mode == "none":
         return LOCAL_USER
     assert settings.secret_key is not None
@@ -45,16 +66,14 @@ def current_user(request: Request) -> str:
 
 @auth_guard
 def require_admin(request: Request) -> None:
-    check_admin(request.headers.get("authorization"), request.app.state.settings.admin_token)
+    check_admin(request.headers.get("authorization"), get_settings(request).admin_token)
 
 
-SettingsDep = Annotated[Settings, Depends(_state("settings"))]
-MetricsDep = Annotated[Metrics, Depends(_state("metrics"))]
-ChatDep = Annotated[ChatService, Depends(_state("chat"))]
-ThreadsDep = Annotated[ThreadService, Depends(_state("threads"))]
-RunnerDep = Annotated[TurnRunner, Depends(_state("runner"))]
-LeasesDep = Annotated[RunLeases, Depends(_state("leases"))]
-StoreDep = Annotated[EventStore, Depends(_state("store"))]
-LLMDep = Annotated[LLMAgentClient, Depends(_state("llm"))]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ChatDep = Annotated[ChatService, Depends(get_chat)]
+ThreadsDep = Annotated[ThreadService, Depends(get_threads)]
+AdminDep = Annotated[AdminService, Depends(get_admin)]
+HealthDep = Annotated[HealthChecks, Depends(get_health)]
 RequestIdDep = Annotated[str | None, Depends(get_request_id)]
 UserDep = Annotated[str, Depends(current_user)]

@@ -25,7 +25,7 @@ from main_backend.errors import (
     VersionConflict,
 )
 from main_backend.llm_client import LLMError
-from stubichat_common.errors import error_response, install_common_handlers
+from stubichat_common.errors import HTTP_CODES, error_response, install_common_handlers
 
 _DOMAIN: dict[type[DomainError], tuple[int, str]] = {
     InvalidRequest: (422, "invalid_request"),
@@ -42,15 +42,24 @@ _DOMAIN: dict[type[DomainError], tuple[int, str]] = {
     AdminDisabled: (403, "admin_disabled"),
 }
 
-# A failed run's error code → (HTTP status, whether trying again may help).
-RUN_ERRORS: dict[str, tuple[int, bool]] = {
-    "llm_upstream_error": (502, True),
-    "llm_agent_unavailable": (503, True),
-    "llm_timeout": (504, True),
-    "llm_rate_limited": (429, True),
-    "interrupted": (503, True),
-    "database_unavailable": (503, True),
-    "internal_error": (500, True),
+# The one table of a failed run's error codes (every `LLMError` code among them) and
+# the HTTP status each answers with; an unknown code is the upstream's failure (502).
+# Trying again may help after any of them unless the run's error says otherwise.
+RUN_ERRORS: dict[str, int] = {
+    "llm_upstream_error": 502,
+    "llm_agent_unavailable": 503,
+    "llm_timeout": 504,
+    "llm_rate_limited": 429,
+    "interrupted": 503,
+    "database_unavailable": 503,
+    "internal_error": 500,
+}
+
+# Every code this service answers with → its status, for the routes' OpenAPI entries.
+_STATUSES: dict[str, int] = {
+    **{code: status for status, code in HTTP_CODES.items()},
+    **{code: status for status, code in _DOMAIN.values()},
+    **RUN_ERRORS,
 }
 
 
@@ -60,8 +69,16 @@ DATABASE_RETRY_AFTER_SECONDS = 5
 DATABASE_UNAVAILABLE_MESSAGE = "the database is not reachable right now; try again shortly"
 
 
-def run_error_status(code: str) -> tuple[int, bool]:
-    return RUN_ERRORS.get(code, (502, True))
+def run_error_status(code: str) -> int:
+    return RUN_ERRORS.get(code, 502)
+
+
+def error_responses(*codes: str) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses`: the given codes grouped under their statuses, in order."""
+    grouped: dict[int, list[str]] = {}
+    for code in codes:
+        grouped.setdefault(_STATUSES[code], []).append(code)
+    return {status: {"description": ", ".join(names)} for status, names in grouped.items()}
 
 
 def domain_error_response(request: Request, exc: DomainError) -> JSONResponse:
@@ -92,7 +109,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LLMError)
     async def _llm(request: Request, exc: LLMError) -> JSONResponse:
         headers = {"Retry-After": str(round(exc.retry_after))} if exc.retry_after else None
-        return error_response(request, exc.status_code, exc.code, exc.message, None, headers)
+        status = run_error_status(exc.code)
+        return error_response(request, status, exc.code, exc.message, None, headers)
 
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         return database_unavailable_response(request, exc)

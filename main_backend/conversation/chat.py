@@ -9,8 +9,13 @@ from main_backend.conversation.graph import RunEnded, ended_from_events, termina
 from main_backend.conversation.idempotency import IdempotencyKeys, KeyRecord
 from main_backend.conversation.ids import run_started_id
 from main_backend.conversation.runner import RunHandle, TurnRunner
-from main_backend.conversation.turns import ChatCommand, new_run_id, plan_turn
-from main_backend.errors import IdempotencyKeyReused, RequestInProgress, VersionConflict
+from main_backend.conversation.turns import ChatCommand, new_run_id, owned_thread, plan_turn
+from main_backend.errors import (
+    IdempotencyKeyReused,
+    NoActiveRun,
+    RequestInProgress,
+    VersionConflict,
+)
 from main_backend.events.store import EventStore
 
 # A key whose request never reached the log (its replica died in between) is
@@ -70,6 +75,17 @@ class ChatService:
                 await self._forget(command.user, idempotency_key)
                 raise
         raise AssertionError("unreachable")
+
+    async def cancel(self, user: str, thread_id: str) -> str:
+        """Stop the thread's active run on whichever replica drives it (its lease
+        carries the request there; here it stops at once); the run's id."""
+        thread = await owned_thread(self.store, thread_id, user)
+        run_id = thread.active_run_id
+        if run_id is None:
+            raise NoActiveRun(thread_id)
+        await self.runner.leases.request_cancel(run_id, thread_id)
+        self.runner.request_local_cancel(run_id)
+        return run_id
 
     async def _forget(self, user: str, key: str | None) -> None:
         if key is not None:

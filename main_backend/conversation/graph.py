@@ -217,7 +217,7 @@ async def _generate(
                 item = next_item.result()
             except StopAsyncIteration:
                 raise LLMError(
-                    "llm_upstream_error", 502, "the answer ended unexpectedly", retryable=True
+                    "llm_upstream_error", "the answer ended unexpectedly", retryable=True
                 ) from None
             if isinstance(item, LLMDelta):
                 parts.append(item.text)
@@ -242,7 +242,6 @@ async def _generate(
                 "code": error.code,
                 "message": error.message,
                 "retryable": error.retryable,
-                "status_code": error.status_code,
                 "retry_after": error.retry_after,
             },
             "latency_ms": round((time.perf_counter() - started) * 1000, 1),

@@ -107,7 +107,7 @@ class ThreadService:
     async def get(self, user: str, thread_id: str) -> ThreadState:
         return await owned_thread(self.store, thread_id, user)
 
-    async def list(
+    async def page(
         self, user: str, limit: int, cursor: str | None
     ) -> tuple[list[ThreadState], str | None]:
         return await page_threads(

@@ -19,6 +19,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from llm_agent.app import create_app
+from main_backend.api.errors import run_error_status
 from main_backend.llm_client import LLMAgentClient, LLMDelta, LLMDone, LLMError
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.llm_agent.conftest import agent_settings
@@ -123,7 +124,11 @@ async def test_a_wrong_token_means_the_agent_is_unavailable(
     client = make_client(start_agent(llm_agent_token="s3cret"), token="wrong")
     items, error = await collect(client)
     assert items == [] and error is not None
-    assert (error.code, error.status_code, error.retryable) == ("llm_agent_unavailable", 503, False)
+    assert (error.code, run_error_status(error.code), error.retryable) == (
+        "llm_agent_unavailable",
+        503,
+        False,
+    )
     assert upstream.chat_requests == []
 
 
@@ -168,7 +173,7 @@ async def test_upstream_faults_map_to_api_codes(
     items, error = await collect(client)
     assert [i.text for i in items] == CHUNKS[:deltas]
     assert error is not None
-    assert (error.code, error.status_code, error.retryable) == (code, status, retryable)
+    assert (error.code, run_error_status(error.code), error.retryable) == (code, status, retryable)
     assert error.message
 
 
@@ -176,7 +181,11 @@ async def test_rate_limit_keeps_retry_after(client: LLMAgentClient, upstream: Fa
     upstream.script({"status": 429, "headers": {"Retry-After": "120"}})
     items, error = await collect(client)
     assert items == [] and error is not None
-    assert (error.code, error.status_code, error.retryable) == ("llm_rate_limited", 429, True)
+    assert (error.code, run_error_status(error.code), error.retryable) == (
+        "llm_rate_limited",
+        429,
+        True,
+    )
     assert error.retry_after == 120
 
 
@@ -186,7 +195,10 @@ async def test_an_unconfigured_provider_means_the_agent_is_unavailable(
     # No key for OpenAI's own endpoint: the agent refuses before calling anything.
     client = make_client(start_agent(openai_api_key=None, openai_base_url=None))
     _, error = await collect(client)
-    assert error is not None and (error.code, error.status_code) == ("llm_agent_unavailable", 503)
+    assert error is not None and (error.code, run_error_status(error.code)) == (
+        "llm_agent_unavailable",
+        503,
+    )
     health = await client.health()
     assert health["status"] == "failing" and health["http_status"] == 503
 
@@ -195,7 +207,11 @@ async def test_an_agent_that_is_not_listening_is_unavailable(make_client: MakeCl
     client = make_client(f"http://127.0.0.1:{free_port()}")
     _, error = await collect(client)
     assert error is not None
-    assert (error.code, error.status_code, error.retryable) == ("llm_agent_unavailable", 503, True)
+    assert (error.code, run_error_status(error.code), error.retryable) == (
+        "llm_agent_unavailable",
+        503,
+        True,
+    )
     health = await client.health()
     assert health["status"] == "failing" and "ConnectError" in health["error"]
 
@@ -207,7 +223,7 @@ async def test_a_slow_agent_times_out_at_the_client_timeout(
     upstream.script({"delay": 1.5})
     started = time.monotonic()
     _, error = await collect(client)
-    assert error is not None and (error.code, error.status_code) == ("llm_timeout", 504)
+    assert error is not None and (error.code, run_error_status(error.code)) == ("llm_timeout", 504)
     assert time.monotonic() - started < 1.2
 
 
@@ -234,7 +250,11 @@ async def test_a_full_connection_pool_is_a_clear_error_not_a_generation_timeout(
     started = time.monotonic()
     items, error = await collect(client)
     assert items == [] and error is not None
-    assert (error.code, error.status_code, error.retryable) == ("llm_agent_unavailable", 503, True)
+    assert (error.code, run_error_status(error.code), error.retryable) == (
+        "llm_agent_unavailable",
+        503,
+        True,
+    )
     assert "all 1 (LLM_AGENT_MAX_CONNECTIONS) are busy" in error.message
     assert time.monotonic() - started < 10  # the pool wait, not the 30 s generation timeout
     assert len(upstream.chat_requests) == 1  # the refused call never reached the agent

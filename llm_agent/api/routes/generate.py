@@ -9,11 +9,11 @@ from fastapi.responses import StreamingResponse
 from loguru import logger
 
 from llm_agent.api.deps import GeneratorDep, MetricsDep, RequestIdDep, SettingsDep, require_token
-from llm_agent.api.schemas import GenerateRequest, GenerateResponse, UsageOut
+from llm_agent.api.schemas import GenerateResponse, UsageOut
 from llm_agent.errors import AgentError
 from llm_agent.generation import StreamDone
 from llm_agent.metrics import Metrics
-from llm_agent.params import resolve_params
+from llm_agent.params import GenerateRequest, resolve_params
 from llm_agent.providers.base import Delta, Usage
 from stubichat_common.routing import JSONRoute
 from stubichat_common.sse import SSE_HEADERS, sse_event

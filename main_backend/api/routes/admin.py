@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query
 
-from main_backend.api.deps import LLMDep, RequestIdDep, SettingsDep, StoreDep, require_admin
+from main_backend.api.deps import AdminDep, RequestIdDep, require_admin
+from main_backend.api.errors import error_responses
 from main_backend.api.schemas import (
     AdminThread,
     AdminThreadList,
@@ -27,7 +28,8 @@ from main_backend.api.schemas import (
     Usage,
     VerifyResponse,
 )
-from main_backend.conversation.admin import AdminService, Replay
+from main_backend.conversation.admin import Replay
+from main_backend.llm_client import LLM_CODES
 from main_backend.values import MAX_INTEGER, MAX_VERSION
 from stubichat_common.routing import JSONRoute
 
@@ -35,16 +37,8 @@ _AUTH: dict[int | str, dict[str, Any]] = {
     401: {"description": "unauthorized: no or wrong 'Authorization: Bearer <ADMIN_TOKEN>'"},
     403: {"description": "admin_disabled: ADMIN_TOKEN is not set"},
 }
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "thread_not_found"}}
-_LLM_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text}
-    for code, text in {
-        429: "llm_rate_limited",
-        502: "llm_upstream_error",
-        503: "llm_agent_unavailable",
-        504: "llm_timeout",
-    }.items()
-}
+_NOT_FOUND = error_responses("thread_not_found")
+_LLM_ERRORS = error_responses(*LLM_CODES)
 
 router = APIRouter(
     prefix="/admin",
@@ -55,13 +49,6 @@ router = APIRouter(
 )
 
 ThreadId = Annotated[Text, Path(min_length=1, max_length=64)]
-
-
-def _admin(store: StoreDep, llm: LLMDep, settings: SettingsDep) -> AdminService:
-    return AdminService(store, llm, settings)
-
-
-AdminDep = Annotated[AdminService, Depends(_admin)]
 
 
 @router.get("/threads", response_model=AdminThreadList)

@@ -9,7 +9,11 @@ from fastapi import APIRouter, Body, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from main_backend.api.deps import ChatDep, MetricsDep, RequestIdDep, SettingsDep, UserDep
-from main_backend.api.errors import database_unavailable_response, run_error_status
+from main_backend.api.errors import (
+    database_unavailable_response,
+    error_responses,
+    run_error_status,
+)
 from main_backend.api.schemas import ChatRequest, ChatResponse, Message, Usage
 from main_backend.conversation.chat import Repeat
 from main_backend.conversation.graph import RunDelta, RunEnded, RunStarted
@@ -18,9 +22,11 @@ from main_backend.conversation.runner import RunEvent, RunHandle
 from main_backend.conversation.turns import ChatCommand, ChatMessage
 from main_backend.db import is_database_unavailable
 from main_backend.errors import InvalidRequest
+from main_backend.llm_client import LLM_CODES
 from main_backend.metrics import Metrics
 from main_backend.settings import Settings
 from stubichat_common.errors import error_response
+from stubichat_common.limits import message_problems
 from stubichat_common.routing import JSONRoute
 from stubichat_common.sse import PING, SSE_HEADERS, sse_event, with_keepalive
 
@@ -33,19 +39,18 @@ IdempotencyKey = Annotated[
     Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
 ]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text}
-    for code, text in {
-        404: "thread_not_found",
-        409: "thread_busy, version_conflict, request_in_progress",
-        413: "payload_too_large",
-        422: "invalid_request, idempotency_key_reused",
-        429: "llm_rate_limited, too_many_active_runs",
-        502: "llm_upstream_error",
-        503: "llm_agent_unavailable, database_unavailable",
-        504: "llm_timeout",
-    }.items()
-}
+_ERRORS = error_responses(
+    "thread_not_found",
+    "thread_busy",
+    "version_conflict",
+    "request_in_progress",
+    "payload_too_large",
+    "invalid_request",
+    "idempotency_key_reused",
+    *LLM_CODES,
+    "too_many_active_runs",
+    "database_unavailable",
+)
 _SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 
 
@@ -54,18 +59,14 @@ def to_command(
 ) -> ChatCommand:
     """The domain command, with the limits and defaults that come from settings."""
     model = body.model or settings.default_model
-    for field, message in settings.parameter_problems(model, body.max_tokens):
-        raise InvalidRequest(message, field)
-    if len(body.messages) > settings.max_input_messages:
-        raise InvalidRequest(
-            f"at most {settings.max_input_messages} messages are accepted", "messages"
-        )
-    for index, message in enumerate(body.messages):
-        if len(message.content) > settings.max_message_chars:
-            raise InvalidRequest(
-                f"content must be at most {settings.max_message_chars} characters",
-                f"messages.{index}.content",
-            )
+    contents = [m.content for m in body.messages]
+    problems = [
+        *settings.parameter_problems(model, body.max_tokens),
+        *message_problems(contents, settings.max_input_messages, settings.max_message_chars),
+    ]
+    if problems:  # this API has always named the first problem only
+        field, problem = problems[0]
+        raise InvalidRequest(problem, field)
     return ChatCommand(
         user=user,
         messages=[ChatMessage(m.role, m.content) for m in body.messages],
@@ -152,7 +153,7 @@ def _chat_response(ended: RunEnded) -> ChatResponse:
 def _failed_response(request: Request, ended: RunEnded) -> JSONResponse:
     error = ended.error or {}
     code = error.get("code", "internal_error")
-    status, _ = run_error_status(code)
+    status = run_error_status(code)
     retry_after = error.get("retry_after")
     headers = {"Retry-After": str(round(retry_after))} if retry_after else None
     details = [
@@ -258,7 +259,7 @@ def _sse_payload(event: RunEvent) -> tuple[str, dict[str, Any]]:
         "error": {
             "code": code,
             "message": error.get("message", "the run failed"),
-            "retryable": bool(error.get("retryable", run_error_status(code)[1])),
+            "retryable": bool(error.get("retryable", True)),
         },
         "partial_content": event.partial_content,
         "version": event.version,

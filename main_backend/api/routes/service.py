@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from main_backend import __version__
-from main_backend.api.deps import MetricsDep
+from main_backend.api.deps import HealthDep, MetricsDep
 from main_backend.api.schemas import HealthResponse, ServiceInfo
 
 router = APIRouter(tags=["service"])
@@ -18,9 +18,9 @@ async def service_info() -> ServiceInfo:
 
 
 @router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
-async def health(request: Request) -> JSONResponse:
+async def health(health: HealthDep) -> JSONResponse:
     """Database, migrations and LLM agent; answers within ~3 s whatever they do."""
-    checks = await request.app.state.health.run()
+    checks = await health.run()
     ok = all(check.get("status") == "ok" for check in checks.values())
     body = HealthResponse(status="ok" if ok else "degraded", checks=checks)
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)

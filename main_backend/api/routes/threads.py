@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Response, status
 
-from main_backend.api.deps import LeasesDep, RequestIdDep, RunnerDep, ThreadsDep, UserDep
+from main_backend.api.deps import ChatDep, RequestIdDep, ThreadsDep, UserDep
+from main_backend.api.errors import error_responses
 from main_backend.api.schemas import (
     CancelAccepted,
     ForkRequest,
@@ -18,14 +19,14 @@ from main_backend.api.schemas import (
     ThreadList,
     ThreadPatch,
 )
-from main_backend.errors import InvalidRequest, NoActiveRun
+from main_backend.errors import InvalidRequest
 from main_backend.values import MAX_VERSION
 from stubichat_common.routing import JSONRoute
 
 router = APIRouter(prefix="/threads", tags=["threads"], route_class=JSONRoute)
 
 ThreadId = Annotated[Text, Path(min_length=1, max_length=64)]
-_NOT_FOUND = {404: {"description": "thread_not_found"}}
+_NOT_FOUND = error_responses("thread_not_found")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Thread)
@@ -47,7 +48,7 @@ async def list_threads(
     cursor: Annotated[Text | None, Query(max_length=500)] = None,
 ) -> ThreadList:
     """The user's threads, most recently updated first."""
-    page, next_cursor = await threads.list(user, limit, cursor)
+    page, next_cursor = await threads.page(user, limit, cursor)
     return ThreadList(threads=[Thread.of(t) for t in page], next_cursor=next_cursor)
 
 
@@ -114,15 +115,8 @@ async def fork_thread(
     "/{thread_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=CancelAccepted,
-    responses={**_NOT_FOUND, 409: {"description": "no_active_run"}},
+    responses=error_responses("thread_not_found", "no_active_run"),
 )
-async def cancel_run(
-    thread_id: ThreadId, user: UserDep, threads: ThreadsDep, leases: LeasesDep, runner: RunnerDep
-) -> CancelAccepted:
+async def cancel_run(thread_id: ThreadId, user: UserDep, chat: ChatDep) -> CancelAccepted:
     """Stop the active run on whichever replica drives it; its partial answer is kept."""
-    thread = await threads.get(user, thread_id)
-    if thread.active_run_id is None:
-        raise NoActiveRun(thread_id)
-    await leases.request_cancel(thread.active_run_id, thread_id)
-    runner.request_local_cancel(thread.active_run_id)
-    return CancelAccepted(run_id=thread.active_run_id)
+    return CancelAccepted(run_id=await chat.cancel(user, thread_id))

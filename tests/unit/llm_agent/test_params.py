@@ -7,9 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from llm_agent.api.schemas import GenerateRequest
 from llm_agent.errors import InvalidRequest
-from llm_agent.params import resolve_params
+from llm_agent.params import GenerateRequest, resolve_params
 from llm_agent.settings import Settings
 
 
