@@ -15,7 +15,7 @@ import pytest
 from llm_agent.errors import AgentError
 from main_backend.api import errors as backend_errors
 from main_backend.events import types as event_types
-from main_backend.llm_client import AGENT_CODES
+from main_backend.llm_client import LLM_CODES
 from stubichat_common.errors import HTTP_CODES
 from tests.support.servers import REPO_ROOT
 from tests.unit.test_openapi import SCHEMAS
@@ -66,8 +66,7 @@ def agent_error_types(base: type[AgentError] = AgentError) -> Iterator[type[Agen
 
 def backend_codes() -> set[str]:
     domain = {code for _, code in backend_errors._DOMAIN.values()}
-    llm = {kind[1] for kind, _ in AGENT_CODES.values()}
-    return set(HTTP_CODES.values()) | domain | set(backend_errors.RUN_ERRORS) | llm
+    return set(HTTP_CODES.values()) | domain | set(backend_errors.RUN_ERRORS) | set(LLM_CODES)
 
 
 def agent_codes() -> set[str]:
@@ -185,3 +184,6 @@ def test_no_file_points_outside_the_repository() -> None:
     files = list(repository_files(REPO_ROOT))
     assert len(files) > 50
     assert [str(p.relative_to(REPO_ROOT)) for p in files if outside in p.read_bytes()] == []
+    # Nor by name: the contract and the design are docs/api.md and docs/design.md.
+    elsewhere = re.compile(rb"\b(?:" + b"|".join([b"API", b"DESIGN", b"STYLE"]) + rb")\.md")
+    assert [str(p.relative_to(REPO_ROOT)) for p in files if elsewhere.search(p.read_bytes())] == []
