@@ -168,8 +168,11 @@ def _check_for(annotation: object) -> Check:
         return lambda value: (type(value), value) in allowed
     if annotation is None or annotation is type(None):
         return lambda value: value is None
+    # JSON has no bool among its numbers, though Python's bool is an int.
     if annotation is float:
-        return lambda value: isinstance(value, int | float)
+        return lambda value: isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return lambda value: isinstance(value, int) and not isinstance(value, bool)
     if is_typeddict(annotation) or origin is dict:
         return lambda value: isinstance(value, dict)
     assert isinstance(annotation, type), annotation

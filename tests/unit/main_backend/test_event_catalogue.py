@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import get_args, get_overloads, get_type_hints, is_typeddict
+from typing import Any, get_args, get_overloads, get_type_hints, is_typeddict
 
 import pytest
 
@@ -16,9 +16,11 @@ from main_backend.events.types import (
     PAYLOAD_TYPES,
     REQUIRED_FIELDS,
     RUN_COMPLETED,
+    RUN_STARTED,
     MessageAddedData,
     NewEvent,
     RunCompletedData,
+    RunStartedData,
     StoredEvent,
     check_new_events,
     new_event,
@@ -101,6 +103,7 @@ COMPLETED: RunCompletedData = {
     "latency_ms": 12,
     "ttft_ms": 3.5,
 }
+STARTED_WITH_BOOL_VERSION = {"run_id": "r1", "model": "m", "params": {}, "prompt_version": True}
 
 
 def test_stored_data_that_holds_what_its_type_says_is_read_as_that_type() -> None:
@@ -145,3 +148,18 @@ def test_the_append_checks_optional_fields_against_the_catalogue_too() -> None:
     with pytest.raises(InvalidEvent, match=r"run\.completed model is not of the type"):
         check_new_events("t1", [wrong_model], 3)
     check_new_events("t1", [new_event(RUN_COMPLETED, {**COMPLETED, "model": "gpt-4o"})], 3)
+
+
+@pytest.mark.parametrize(
+    ("type_", "data", "payload", "field"),
+    [
+        (RUN_COMPLETED, {**COMPLETED, "latency_ms": True}, RunCompletedData, "latency_ms"),
+        (RUN_STARTED, STARTED_WITH_BOOL_VERSION, RunStartedData, "prompt_version"),
+    ],
+)
+def test_a_bool_is_not_a_number_in_stored_data(
+    type_: str, data: Mapping[str, object], payload: type[Any], field: str
+) -> None:
+    # JSON keeps true apart from 1; Python's bool is an int, so the check must too.
+    with pytest.raises(InvalidEvent, match=f"has no valid {field}$"):
+        read_data(stored(type_, data), payload)
