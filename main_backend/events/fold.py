@@ -195,6 +195,12 @@ def _valid(event: StoredEvent, name: str) -> Any:
     return value if check is not None and name in event.data and check(value) else None
 
 
+def _valid_id(event: StoredEvent, name: str) -> str | None:
+    # Bounded as the append bounds ids: one odd event must not break a rebuild.
+    value = _valid(event, name)
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
+
+
 def _run_error(event: StoredEvent) -> dict[str, str]:
     # The same defaults the chat routes use for an error a run.failed does not spell out.
     error = _valid(event, "error") or {}
@@ -239,7 +245,7 @@ def apply_run(run: RunState | None, event: StoredEvent) -> RunState | None:
             ended,
             status="completed",
             usage=_valid(event, "usage"),
-            message_id=_valid(event, "message_id"),
+            message_id=_valid_id(event, "message_id"),
         )
     if event.type == RUN_FAILED:
         return replace(ended, status="failed", error=_run_error(event))
@@ -247,7 +253,7 @@ def apply_run(run: RunState | None, event: StoredEvent) -> RunState | None:
     return replace(
         ended,
         status="cancelled",
-        message_id=_valid(event, "message_id"),
+        message_id=_valid_id(event, "message_id"),
         cancelled_by=_valid(event, "cancelled_by") or "user",
     )
 
@@ -257,11 +263,7 @@ RUN_TYPES = frozenset({RUN_STARTED, *RUN_TERMINAL_TYPES})
 
 def run_id_of(event: StoredEvent) -> str | None:
     """The run an event is about, if it is a run's event naming one."""
-    if event.type not in RUN_TYPES:
-        return None
-    run_id = event.data.get("run_id")
-    # Bounded as the append bounds ids: one odd event must not break a rebuild.
-    return run_id if isinstance(run_id, str) and 0 < len(run_id) <= MAX_ID_LENGTH else None
+    return _valid_id(event, "run_id") if event.type in RUN_TYPES else None
 
 
 def fold_runs(

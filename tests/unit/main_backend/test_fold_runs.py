@@ -100,3 +100,19 @@ def test_odd_run_events_are_skipped() -> None:
     assert runs["r1"].status == "failed"
     assert runs["r1"].error == {"code": "internal_error", "message": "the run failed"}
     assert runs["r1"].started_at == T0 + timedelta(seconds=6)
+
+
+def test_ids_longer_than_the_append_allows_are_not_kept() -> None:
+    long_id = "x" * 65
+    runs = fold_runs(
+        stored(
+            [
+                thread_created(),
+                run_started(long_id, 1),
+                run_started("r1", 1),
+                run_completed("r1", long_id),
+            ]
+        )
+    )
+    assert list(runs) == ["r1"]
+    assert (runs["r1"].status, runs["r1"].message_id) == ("completed", None)
