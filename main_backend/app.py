@@ -24,6 +24,7 @@ from main_backend.conversation.graph import TurnDeps, build_turn_graph
 from main_backend.conversation.idempotency import IdempotencyKeys
 from main_backend.conversation.leases import RunLeases
 from main_backend.conversation.runner import TurnRunner
+from main_backend.conversation.runs import RunService
 from main_backend.conversation.threads import ThreadService
 from main_backend.db import create_database
 from main_backend.events.store import EventStore
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 # What the routes get (api/deps.py): the services, nothing below them.
                 app.state.health = health = HealthChecks(db, llm, app.state.migration_head)
                 app.state.threads = ThreadService(store)
+                app.state.runs = RunService(store)
                 keys = IdempotencyKeys(db, settings.idempotency_ttl_hours)
                 app.state.chat = ChatService(store, runner, keys)
                 app.state.admin = AdminService(store, llm, settings)

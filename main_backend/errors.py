@@ -57,9 +57,26 @@ class ThreadBusy(DomainError):
         self.run_id = run_id
 
 
+class RunNotFound(DomainError):
+    """No such run in this user's thread: missing, another thread's or user's alike."""
+
+    def __init__(self, thread_id: str, run_id: str) -> None:
+        super().__init__(f"run {run_id} of thread {thread_id} was not found")
+        self.thread_id = thread_id
+        self.run_id = run_id
+
+
 class NoActiveRun(DomainError):
-    def __init__(self, thread_id: str) -> None:
-        super().__init__(f"thread {thread_id} has no active run")
+    """Nothing to cancel: the thread has no active run, or the run named has ended."""
+
+    def __init__(
+        self, thread_id: str, run_id: str | None = None, status: str | None = None
+    ) -> None:
+        if run_id is None:
+            super().__init__(f"thread {thread_id} has no active run")
+        else:
+            ended = f" (status {status})" if status else ""
+            super().__init__(f"run {run_id} of thread {thread_id} is not active{ended}")
 
 
 class IdempotencyKeyReused(DomainError):

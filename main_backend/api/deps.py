@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from main_backend.auth import LOCAL_USER, check_admin, user_from_authorization
 from main_backend.conversation.admin import AdminService
 from main_backend.conversation.chat import ChatService
+from main_backend.conversation.runs import RunService
 from main_backend.conversation.threads import ThreadService
 from main_backend.health import HealthChecks
 from main_backend.metrics import Metrics
@@ -34,6 +35,11 @@ def get_chat(request: Request) -> ChatService:
 def get_threads(request: Request) -> ThreadService:
     threads: ThreadService = request.app.state.threads
     return threads
+
+
+def get_runs(request: Request) -> RunService:
+    runs: RunService = request.app.state.runs
+    return runs
 
 
 def get_admin(request: Request) -> AdminService:
@@ -73,6 +79,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ChatDep = Annotated[ChatService, Depends(get_chat)]
 ThreadsDep = Annotated[ThreadService, Depends(get_threads)]
+RunsDep = Annotated[RunService, Depends(get_runs)]
 AdminDep = Annotated[AdminService, Depends(get_admin)]
 HealthDep = Annotated[HealthChecks, Depends(get_health)]
 RequestIdDep = Annotated[str | None, Depends(get_request_id)]

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from main_backend.events.fold import MessageState, ThreadState
+from main_backend.events.fold import MessageState, RunState, ThreadState
 from main_backend.events.types import StoredEvent
 from main_backend.values import (
     MAX_INTEGER,
@@ -141,6 +141,48 @@ class Usage(BaseModel):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+
+
+class RunError(BaseModel):
+    code: str
+    message: str
+
+
+class Run(BaseModel):
+    """One run of a thread. `pending` is reserved for queued runs (none are queued yet)."""
+
+    id: str
+    thread_id: str
+    status: Literal["pending", "running", "completed", "failed", "cancelled"]
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    model: str | None
+    usage: dict[str, Any] | None
+    error: RunError | None
+    message_id: str | None
+    cancelled_by: Literal["user", "interrupt", "rollback", "shutdown"] | None
+
+    @classmethod
+    def of(cls, run: RunState) -> Run:
+        return cls(
+            id=run.run_id,
+            thread_id=run.thread_id,
+            status=run.status,
+            created_at=run.created_at,
+            started_at=run.started_at,
+            ended_at=run.ended_at,
+            model=run.model,
+            usage=run.usage,
+            error=RunError(**run.error) if run.error else None,
+            message_id=run.message_id,
+            cancelled_by=run.cancelled_by,
+        )
+
+
+class RunList(BaseModel):
+    runs: list[Run]
+    next_cursor: str | None
 
 
 class ChatResponse(BaseModel):
@@ -293,10 +335,11 @@ class RebuildResponse(BaseModel):
     events: int
     threads: int
     messages: int
+    runs: int
     duration_ms: float
 
 
 class VerifyResponse(BaseModel):
     ok: bool
-    # Each: {"kind", "thread_id", "message_id"?, "field"?, "expected"?, "actual"?}.
+    # Each: {"kind", "thread_id", "message_id"?, "run_id"?, "field"?, "expected"?, "actual"?}.
     mismatches: list[dict[str, Any]]

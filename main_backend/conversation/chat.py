@@ -9,6 +9,7 @@ from main_backend.conversation.graph import RunEnded, ended_from_events, termina
 from main_backend.conversation.idempotency import IdempotencyKeys, KeyRecord
 from main_backend.conversation.ids import run_started_id
 from main_backend.conversation.runner import RunHandle, TurnRunner
+from main_backend.conversation.runs import owned_run
 from main_backend.conversation.turns import ChatCommand, new_run_id, owned_thread, plan_turn
 from main_backend.errors import (
     IdempotencyKeyReused,
@@ -76,13 +77,18 @@ class ChatService:
                 raise
         raise AssertionError("unreachable")
 
-    async def cancel(self, user: str, thread_id: str) -> str:
-        """Stop the thread's active run on whichever replica drives it (its lease
-        carries the request there; here it stops at once); the run's id."""
+    async def cancel(self, user: str, thread_id: str, run_id: str | None = None) -> str:
+        """Stop the thread's active run (only if it is `run_id`, when given) on whichever
+        replica drives it (its lease carries the request there; here it stops at once);
+        the run's id."""
+        if run_id is not None:
+            run = await owned_run(self.store, user, thread_id, run_id)
+            if run.status != "running":
+                raise NoActiveRun(thread_id, run_id, run.status)
         thread = await owned_thread(self.store, thread_id, user)
+        if thread.active_run_id is None or run_id not in (None, thread.active_run_id):
+            raise NoActiveRun(thread_id, run_id)
         run_id = thread.active_run_id
-        if run_id is None:
-            raise NoActiveRun(thread_id)
         await self.runner.leases.request_cancel(run_id, thread_id)
         self.runner.request_local_cancel(run_id)
         return run_id

@@ -296,6 +296,8 @@ def outcome_events(state: TurnState) -> list[NewEvent]:
                     "run_id": run_id,
                     "message_id": answer_message_id(run_id),
                     "model": model,
+                    # Every cancel today is the user's (POST .../cancel).
+                    "cancelled_by": "user",
                 },
                 metadata,
                 terminal_id,

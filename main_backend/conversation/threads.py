@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import builtins
-import json
 import uuid
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from main_backend.conversation.paging import encode_cursor, newest_first
 from main_backend.conversation.turns import owned_thread
 from main_backend.errors import InvalidRequest, VersionConflict
 from main_backend.events.fold import MessageState, ThreadState, fold
@@ -31,19 +28,6 @@ from main_backend.events.types import (
 )
 
 
-def encode_cursor(thread: ThreadState) -> str:
-    raw = json.dumps([thread.updated_at.isoformat(), thread.thread_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        updated_at, thread_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(updated_at), str(thread_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise InvalidRequest("cursor is not one this API gave out", "cursor") from exc
-
-
 async def page_threads(
     store: EventStore,
     *,
@@ -53,29 +37,17 @@ async def page_threads(
     cursor: str | None,
 ) -> tuple[list[ThreadState], str | None]:
     """Threads most recently updated first (one owner's or everyone's), a page at a time."""
-    query = (
-        sa.select(threads_table)
-        .order_by(threads_table.c.updated_at.desc(), threads_table.c.thread_id.desc())
-        .limit(limit + 1)
-    )
+    query = sa.select(threads_table).limit(limit + 1)
     if owner is not None:
         query = query.where(threads_table.c.owner == owner)
     if not include_deleted:
         query = query.where(threads_table.c.deleted.is_(False))
-    if cursor:
-        updated_at, thread_id = decode_cursor(cursor)
-        query = query.where(
-            sa.or_(
-                threads_table.c.updated_at < updated_at,
-                sa.and_(
-                    threads_table.c.updated_at == updated_at, threads_table.c.thread_id < thread_id
-                ),
-            )
-        )
+    query = newest_first(query, threads_table.c.updated_at, threads_table.c.thread_id, cursor)
     async with store.db.engine.connect() as conn:
         found = [thread_from_row(row) for row in await conn.execute(query)]
     page = found[:limit]
-    return page, encode_cursor(page[-1]) if len(found) > limit else None
+    last = page[-1] if len(found) > limit else None
+    return page, None if last is None else encode_cursor(last.updated_at, last.thread_id)
 
 
 class ThreadService:

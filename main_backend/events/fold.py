@@ -11,7 +11,7 @@ Only a thread's start or its version order being broken stops its fold (`Invalid
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -20,12 +20,17 @@ from loguru import logger
 
 from main_backend.errors import InvalidEvent
 from main_backend.events.types import (
+    FIELD_CHECKS,
+    MAX_ID_LENGTH,
     MESSAGE_ADDED,
+    RUN_COMPLETED,
+    RUN_FAILED,
     RUN_STARTED,
     RUN_TERMINAL_TYPES,
     THREAD_CREATED,
     THREAD_DELETED,
     THREAD_UPDATED,
+    CancelledBy,
     MessageAddedData,
     MessageRole,
     RunStartedData,
@@ -157,3 +162,122 @@ def fold(
         if message is not None:
             messages.append(message)
     return state, messages
+
+
+# A run's status. "pending" (a queued run whose input is not in the history yet) is not
+# written by any event today; it is reserved for the queued runs of a later change.
+RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """One run, as its `run.started` and terminal events tell it (no texts: kept small)."""
+
+    thread_id: str
+    run_id: str
+    status: RunStatus
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    # The model asked for, then the one the agent reports it used (when it reported one).
+    model: str | None
+    usage: dict[str, Any] | None
+    error: dict[str, str] | None
+    # The answer's message (completed and cancelled runs).
+    message_id: str | None
+    cancelled_by: CancelledBy | None
+
+
+def _valid(event: StoredEvent, name: str) -> Any:
+    """The field `name` of a stored event if it holds what the catalogue says, else None."""
+    value = event.data.get(name)
+    check = FIELD_CHECKS[event.type].get(name)
+    return value if check is not None and name in event.data and check(value) else None
+
+
+def _valid_id(event: StoredEvent, name: str) -> str | None:
+    # Bounded as the append bounds ids: one odd event must not break a rebuild.
+    value = _valid(event, name)
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
+
+
+def _run_error(event: StoredEvent) -> dict[str, str]:
+    # The same defaults the chat routes use for an error a run.failed does not spell out.
+    error = _valid(event, "error") or {}
+    code, message = error.get("code"), error.get("message")
+    return {
+        "code": code if isinstance(code, str) else "internal_error",
+        "message": message if isinstance(message, str) else "the run failed",
+    }
+
+
+def apply_run(run: RunState | None, event: StoredEvent) -> RunState | None:
+    """The run after `event` (one that names it), or None when the event leaves no run:
+    an end of a run that never started, a second start or a second end is skipped."""
+    if event.type == RUN_STARTED:
+        if run is not None:
+            logger.warning("the runs' fold skips a second start of run {}", run.run_id)
+            return run
+        return RunState(
+            thread_id=event.thread_id,
+            run_id=event.data["run_id"],
+            status="running",
+            created_at=event.recorded_at,
+            started_at=event.recorded_at,
+            ended_at=None,
+            model=_valid(event, "model"),
+            usage=None,
+            error=None,
+            message_id=None,
+            cancelled_by=None,
+        )
+    if run is None:
+        logger.warning(
+            "the runs' fold skips event {}: the end of a run that never started", event.event_id
+        )
+        return None
+    if run.status != "running":
+        logger.warning("the runs' fold skips a second end of run {}", run.run_id)
+        return run
+    ended = replace(run, ended_at=event.recorded_at, model=_valid(event, "model") or run.model)
+    if event.type == RUN_COMPLETED:
+        return replace(
+            ended,
+            status="completed",
+            usage=_valid(event, "usage"),
+            message_id=_valid_id(event, "message_id"),
+        )
+    if event.type == RUN_FAILED:
+        return replace(ended, status="failed", error=_run_error(event))
+    # Every cancel was the user's before the field was written.
+    return replace(
+        ended,
+        status="cancelled",
+        message_id=_valid_id(event, "message_id"),
+        cancelled_by=_valid(event, "cancelled_by") or "user",
+    )
+
+
+RUN_TYPES = frozenset({RUN_STARTED, *RUN_TERMINAL_TYPES})
+
+
+def run_id_of(event: StoredEvent) -> str | None:
+    """The run an event is about, if it is a run's event naming one."""
+    return _valid_id(event, "run_id") if event.type in RUN_TYPES else None
+
+
+def fold_runs(
+    events: Iterable[StoredEvent], runs: Mapping[str, RunState] | None = None
+) -> dict[str, RunState]:
+    """The runs that `events` (one thread's, in version order) start or end, by id, folded
+    onto the thread's `runs` known so far (only those the events name are needed)."""
+    known = dict(runs or {})
+    changed: dict[str, RunState] = {}
+    for event in events:
+        run_id = run_id_of(event)
+        if run_id is None:
+            continue
+        run = apply_run(known.get(run_id), event)
+        if run is not None and run is not known.get(run_id):
+            known[run_id] = changed[run_id] = run
+    return changed

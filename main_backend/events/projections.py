@@ -1,4 +1,4 @@
-"""The read models (`threads`, `messages`): stored results of the fold.
+"""The read models (`threads`, `messages`, `runs`): stored results of the fold.
 
 `save` keeps them current inside each append's transaction; `rebuild`
 recomputes them from the log; `verify` compares them with a fresh fold.
@@ -7,7 +7,7 @@ recomputes them from the log; `verify` compares them with a fresh fold.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,10 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from main_backend.db import Database
 from main_backend.errors import InvalidEvent
-from main_backend.events.fold import MessageState, ThreadState, fold
+from main_backend.events.fold import MessageState, RunState, ThreadState, fold, fold_runs
 from main_backend.events.tables import event_from_row, lock_appends
 from main_backend.events.tables import events as events_table
 from main_backend.events.tables import messages as messages_table
+from main_backend.events.tables import runs as runs_table
 from main_backend.events.tables import threads as threads_table
 from main_backend.events.types import StoredEvent
 from main_backend.values import sanitise
@@ -47,6 +48,26 @@ def message_from_row(row: sa.Row[Any]) -> MessageState:
     return MessageState(**sanitise(row._asdict(), f"the read model of message {row.message_id}"))
 
 
+def run_row(run: RunState) -> dict[str, Any]:
+    return asdict(run)
+
+
+def run_from_row(row: sa.Row[Any]) -> RunState:
+    return RunState(**sanitise(row._asdict(), f"the read model of run {row.run_id}"))
+
+
+async def load_runs(
+    conn: AsyncConnection, thread_id: str, run_ids: Collection[str]
+) -> dict[str, RunState]:
+    """The thread's runs among `run_ids`, by id."""
+    if not run_ids:
+        return {}
+    query = sa.select(runs_table).where(
+        runs_table.c.thread_id == thread_id, runs_table.c.run_id.in_(run_ids)
+    )
+    return {row.run_id: run_from_row(row) for row in await conn.execute(query)}
+
+
 async def load_thread(
     conn: AsyncConnection, thread_id: str, owner: str | None = None
 ) -> ThreadState | None:
@@ -64,8 +85,11 @@ async def save(
     previous: ThreadState | None,
     state: ThreadState,
     messages: list[MessageState],
+    runs: Mapping[str, RunState] | None = None,
+    known_runs: Collection[str] = (),
 ) -> None:
-    """Write one append's effect on the read models (inside its transaction)."""
+    """Write one append's effect on the read models (inside its transaction): `runs` are
+    the runs it started or ended, `known_runs` the ids of those stored before it."""
     if previous is None:
         await conn.execute(threads_table.insert(), [thread_row(state)])
     else:
@@ -77,35 +101,53 @@ async def save(
         )
     if messages:
         await conn.execute(messages_table.insert(), [message_row(m) for m in messages])
+    for run in (runs or {}).values():
+        if run.run_id in known_runs:
+            await conn.execute(
+                runs_table.update()
+                .where(runs_table.c.thread_id == run.thread_id, runs_table.c.run_id == run.run_id)
+                .values(**run_row(run))
+            )
+        else:
+            await conn.execute(runs_table.insert(), [run_row(run)])
 
 
-async def _folded_threads(
-    conn: AsyncConnection,
-) -> AsyncIterator[tuple[ThreadState | None, list[MessageState], int]]:
-    """Every thread folded from the log, one at a time, with its event count."""
+@dataclass(frozen=True, slots=True)
+class _Folded:
+    """One thread folded from its log: no state (nor runs) when it cannot be folded."""
+
+    state: ThreadState | None
+    messages: list[MessageState]
+    runs: list[RunState]
+    events: int
+
+
+async def _folded_threads(conn: AsyncConnection) -> AsyncIterator[_Folded]:
+    """Every thread folded from the log, one at a time."""
     query = sa.select(events_table).order_by(events_table.c.thread_id, events_table.c.version)
     current: list[StoredEvent] = []
     result = await conn.stream(query)
     async for row in result:
         event = event_from_row(row)
         if current and current[0].thread_id != event.thread_id:
-            yield (*_fold_or_skip(current), len(current))
+            yield _fold_or_skip(current)
             current = []
         current.append(event)
     if current:
-        yield (*_fold_or_skip(current), len(current))
+        yield _fold_or_skip(current)
 
 
-def _fold_or_skip(events: list[StoredEvent]) -> tuple[ThreadState | None, list[MessageState]]:
+def _fold_or_skip(events: list[StoredEvent]) -> _Folded:
     """A thread whose log does not start or go on as a thread's must (written around the
     append checks) gets no read model; every other thread is still rebuilt and verified."""
     try:
-        return fold(events)
+        state, messages = fold(events)
     except InvalidEvent as exc:
         logger.error(
             "thread {} cannot be folded from its log and is left out: {}", events[0].thread_id, exc
         )
-        return None, []
+        return _Folded(None, [], [], len(events))
+    return _Folded(state, messages, list(fold_runs(events).values()), len(events))
 
 
 @dataclass(frozen=True)
@@ -113,37 +155,45 @@ class RebuildReport:
     events: int
     threads: int
     messages: int
+    runs: int
     duration_ms: float
 
 
 async def rebuild(db: Database) -> RebuildReport:
     """Replace the read models by a fold of the whole log, in one transaction."""
     started = time.perf_counter()
-    counts = {"events": 0, "threads": 0, "messages": 0}
+    counts = {"events": 0, "threads": 0, "messages": 0, "runs": 0}
     async with db.writer.begin() as conn:
         await lock_appends(conn)
+        await conn.execute(runs_table.delete())
         await conn.execute(messages_table.delete())
         await conn.execute(threads_table.delete())
         thread_rows: list[dict[str, Any]] = []
         message_rows: list[dict[str, Any]] = []
+        run_rows: list[dict[str, Any]] = []
 
         async def flush() -> None:
-            if thread_rows:
-                await conn.execute(threads_table.insert(), thread_rows)
-                thread_rows.clear()
-            if message_rows:
-                await conn.execute(messages_table.insert(), message_rows)
-                message_rows.clear()
+            # Threads first: messages and runs refer to them.
+            for table, rows in (
+                (threads_table, thread_rows),
+                (messages_table, message_rows),
+                (runs_table, run_rows),
+            ):
+                if rows:
+                    await conn.execute(table.insert(), rows)
+                    rows.clear()
 
-        async for state, messages, event_count in _folded_threads(conn):
-            counts["events"] += event_count
-            if state is None:
+        async for folded in _folded_threads(conn):
+            counts["events"] += folded.events
+            if folded.state is None:
                 continue
-            thread_rows.append(thread_row(state))
-            message_rows.extend(message_row(m) for m in messages)
+            thread_rows.append(thread_row(folded.state))
+            message_rows.extend(message_row(m) for m in folded.messages)
+            run_rows.extend(run_row(r) for r in folded.runs)
             counts["threads"] += 1
-            counts["messages"] += len(messages)
-            if len(message_rows) >= _BATCH or len(thread_rows) >= _BATCH:
+            counts["messages"] += len(folded.messages)
+            counts["runs"] += len(folded.runs)
+            if max(len(thread_rows), len(message_rows), len(run_rows)) >= _BATCH:
                 await flush()
         await flush()
     return RebuildReport(**counts, duration_ms=round((time.perf_counter() - started) * 1000, 1))
@@ -185,7 +235,8 @@ async def verify(db: Database) -> VerifyReport:
             row.thread_id: thread_row(thread_from_row(row))
             for row in await conn.execute(sa.select(threads_table))
         }
-        async for state, messages, _ in _folded_threads(conn):
+        async for folded in _folded_threads(conn):
+            state = folded.state
             if state is None:
                 continue
             key = {"thread_id": state.thread_id}
@@ -198,7 +249,7 @@ async def verify(db: Database) -> VerifyReport:
                     sa.select(messages_table).where(messages_table.c.thread_id == state.thread_id)
                 )
             }
-            for message in messages:
+            for message in folded.messages:
                 mismatches += _diff(
                     "message",
                     {**key, "message_id": message.message_id},
@@ -209,5 +260,19 @@ async def verify(db: Database) -> VerifyReport:
                 {"kind": "extra_message", **key, "message_id": message_id}
                 for message_id in stored_messages
             ]
+            stored_runs = {
+                row.run_id: run_row(run_from_row(row))
+                for row in await conn.execute(
+                    sa.select(runs_table).where(runs_table.c.thread_id == state.thread_id)
+                )
+            }
+            for run in folded.runs:
+                mismatches += _diff(
+                    "run",
+                    {**key, "run_id": run.run_id},
+                    run_row(run),
+                    stored_runs.pop(run.run_id, None),
+                )
+            mismatches += [{"kind": "extra_run", **key, "run_id": run_id} for run_id in stored_runs]
         mismatches += [{"kind": "extra_thread", "thread_id": t} for t in stored_threads]
     return VerifyReport(ok=not mismatches, mismatches=mismatches)

@@ -20,7 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from main_backend.db import Database
 from main_backend.errors import EventIdConflict, VersionConflict
 from main_backend.events import projections
-from main_backend.events.fold import MessageState, ThreadState, fold, readable_message
+from main_backend.events.fold import (
+    MessageState,
+    ThreadState,
+    fold,
+    fold_runs,
+    readable_message,
+    run_id_of,
+)
 from main_backend.events.tables import event_from_row, lock_appends
 from main_backend.events.tables import events as events_table
 from main_backend.events.types import MESSAGE_ADDED, NewEvent, StoredEvent, check_new_events
@@ -89,6 +96,9 @@ class EventStore:
             ]
             new_state, new_messages = fold(pending, state)
             assert new_state is not None
+            run_ids = {r for r in map(run_id_of, pending) if r is not None}
+            known_runs = await projections.load_runs(conn, thread_id, run_ids)
+            new_runs = fold_runs(pending, known_runs)
             try:
                 result = await conn.execute(
                     events_table.insert().returning(
@@ -102,7 +112,14 @@ class EventStore:
                 ) from exc
             positions = result.scalars()
             stored = [replace(e, position=p) for e, p in zip(pending, positions, strict=True)]
-            await projections.save(conn, previous=state, state=new_state, messages=new_messages)
+            await projections.save(
+                conn,
+                previous=state,
+                state=new_state,
+                messages=new_messages,
+                runs=new_runs,
+                known_runs=known_runs.keys(),
+            )
         if self.on_append is not None:
             self.on_append(len(stored))
         return AppendResult(thread_id, stored)

@@ -1,4 +1,5 @@
-"""The tables: the append-only `events` log and the read models folded from it."""
+"""The tables: the append-only `events` log and the read models folded from it
+(`threads`, `messages`, `runs`)."""
 
 from __future__ import annotations
 
@@ -98,6 +99,25 @@ messages = sa.Table(
     sa.Column("partial", sa.Boolean, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("thread_id", "version"),
+)
+
+# One row per run, kept small (no texts): its answer is in `messages`, its events in the log.
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("thread_id", ID, sa.ForeignKey("threads.thread_id"), primary_key=True),
+    sa.Column("run_id", ID, primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.Column("model", sa.Text, nullable=True),
+    sa.Column("usage", JSONType, nullable=True),
+    sa.Column("error", JSONType, nullable=True),
+    sa.Column("message_id", ID, nullable=True),
+    sa.Column("cancelled_by", sa.String(16), nullable=True),
+    # A thread's runs, newest first, paged by (created_at, run_id).
+    sa.Index(None, "thread_id", "created_at", "run_id"),
 )
 
 

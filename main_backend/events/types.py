@@ -107,10 +107,16 @@ class RunFailedData(TypedDict):
     model: NotRequired[str]
 
 
+# Who cancelled a run: its user today; double-texting and shutdown will add the rest.
+CancelledBy = Literal["user", "interrupt", "rollback", "shutdown"]
+
+
 class RunCancelledData(TypedDict):
     run_id: str
     message_id: str
     model: NotRequired[str]
+    # Absent in events written before it existed: those were all the user's.
+    cancelled_by: NotRequired[CancelledBy]
 
 
 class ThreadUpdatedData(TypedDict):

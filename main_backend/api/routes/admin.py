@@ -141,12 +141,13 @@ async def event_feed(
 
 @router.post("/projections/rebuild", response_model=RebuildResponse)
 async def rebuild_projections(admin: AdminDep) -> RebuildResponse:
-    """Replace the read models (threads, messages) by a fold of the whole log."""
+    """Replace the read models (threads, messages, runs) by a fold of the whole log."""
     report = await admin.rebuild_projections()
     return RebuildResponse(
         events=report.events,
         threads=report.threads,
         messages=report.messages,
+        runs=report.runs,
         duration_ms=report.duration_ms,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Request
+from fastapi import APIRouter, Body, Header, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from main_backend.api.deps import ChatDep, MetricsDep, RequestIdDep, SettingsDep, UserDep
@@ -14,6 +14,7 @@ from main_backend.api.errors import (
     error_responses,
     run_error_status,
 )
+from main_backend.api.routes.runs import stream_location
 from main_backend.api.schemas import ChatRequest, ChatResponse, Message, Usage
 from main_backend.conversation.chat import Repeat
 from main_backend.conversation.graph import RunDelta, RunEnded, RunStarted
@@ -97,6 +98,7 @@ async def _start(
 @router.post("/chat/", response_model=ChatResponse, responses={**_SSE, **_ERRORS})
 async def chat_turn(
     request: Request,
+    response: Response,
     body: ChatBody,
     user: UserDep,
     chat: ChatDep,
@@ -119,6 +121,7 @@ async def chat_turn(
         )
     if ended.status == "failed":
         return _failed_response(request, ended)
+    response.headers["Location"] = stream_location(ended.thread_id, ended.run_id)
     return _chat_response(ended)
 
 
@@ -171,10 +174,15 @@ def _failed_response(request: Request, ended: RunEnded) -> JSONResponse:
 def _sse_response(
     started: RunHandle | Repeat, settings: Settings, metrics: Metrics
 ) -> StreamingResponse:
+    thread_id, run_id = (
+        (started.ended.thread_id, started.ended.run_id)
+        if isinstance(started, Repeat)
+        else (started.thread_id, started.run_id)
+    )
     return StreamingResponse(
         _sse(started, settings.sse_ping_seconds, metrics),
         media_type="text/event-stream",
-        headers=SSE_HEADERS,
+        headers={**SSE_HEADERS, "Location": stream_location(thread_id, run_id)},
     )
 
 

@@ -1,4 +1,4 @@
-"""JWT users and ownership: another user's thread is a 404 on every route."""
+"""JWT users and ownership: another user's thread (and run) is a 404 on every route."""
 
 from __future__ import annotations
 
@@ -54,16 +54,20 @@ def thread_routes(database_url: str, agent_url: str) -> list[tuple[str, str]]:
 def test_every_thread_route_hides_other_users_threads(
     backend: httpx.Client, upstream: FakeOpenAI, database_url: str, agent_url: str
 ) -> None:
-    alices = backend.post("/chat/", json=ask("mine"), headers=auth("alice")).json()["thread_id"]
+    answered = backend.post("/chat/", json=ask("mine"), headers=auth("alice")).json()
+    alices, alices_run = answered["thread_id"], answered["run_id"]
     routes = thread_routes(database_url, agent_url)
     assert len(routes) >= 6, routes  # get, patch, delete, messages, cancel, fork, …
     before = event_count(database_url)
     bodies = {"PATCH": {"title": "stolen"}, "POST": {}}
     for method, path in routes:
+        # A route naming one of the thread's runs does not name the thread either.
+        path = path.replace("{run_id}", alices_run)
         url = path.replace("{thread_id}", alices)
         response = backend.request(method, url, json=bodies.get(method), headers=auth("bob"))
         assert response.status_code == 404, (method, path, response.text)
-        assert response.json()["error"]["code"] == "thread_not_found"
+        expected = "run_not_found" if alices_run in path else "thread_not_found"
+        assert response.json()["error"]["code"] == expected
         missing = backend.request(
             method,
             path.replace("{thread_id}", "no-such-thread"),

@@ -128,7 +128,12 @@ def test_odd_rows_in_the_log_and_the_read_models_never_make_reads_fail(
             verify = backend.get("/admin/projections/verify", headers=ADMIN)
             assert verify.status_code == 200, verify.text
             assert verify.json()["ok"], verify.json()
-        for path in ("/threads", f"/threads/{thread_id}", f"/threads/{thread_id}/messages"):
+        for path in (
+            "/threads",
+            f"/threads/{thread_id}",
+            f"/threads/{thread_id}/messages",
+            f"/threads/{thread_id}/runs",
+        ):
             response = backend.get(path)
             assert response.status_code == 200, (path, response.text)
         for path in (

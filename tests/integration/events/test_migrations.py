@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -12,10 +13,16 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from main_backend.db import create_database
+from main_backend.events import projections
+from main_backend.events.store import EventStore
+from main_backend.events.types import RUN_CANCELLED, RUN_FAILED, NewEvent
 from tests.support import databases
+from tests.support.databases import query
+from tests.support.events import message_added, run_completed, run_started, thread_created
 from tests.support.servers import REPO_ROOT
 
-OUR_TABLES = {"events", "threads", "messages"}
+OUR_TABLES = {"events", "threads", "messages", "runs"}
 
 
 def tables(database_url: str) -> set[str]:
@@ -90,3 +97,63 @@ def test_checkpoint_tables_are_left_alone(empty_database_url: str) -> None:
     command.check(config)  # a foreign table is not drift
     command.downgrade(config, "base")
     assert tables(empty_database_url) == {"checkpoints_example"}
+
+
+def test_the_runs_migration_backfills_every_threads_runs(empty_database_url: str) -> None:
+    """An upgrade to 0006 on a database with history gives the runs the appends would have."""
+    config = databases.alembic_config(empty_database_url)
+    command.upgrade(config, "head")
+    asyncio.run(_write_runs(empty_database_url))
+    snapshot = "SELECT * FROM runs ORDER BY thread_id, run_id"
+    maintained = query(empty_database_url, snapshot)
+    assert [(row[0], row[1], row[2]) for row in maintained] == [
+        ("t-ended", "r-cancelled", "cancelled"),
+        ("t-ended", "r-completed", "completed"),
+        ("t-ended", "r-failed", "failed"),
+        ("t-running", "r-running", "running"),
+    ]
+    command.downgrade(config, "0005")
+    assert "runs" not in tables(empty_database_url)
+    command.upgrade(config, "head")
+    assert query(empty_database_url, snapshot) == maintained
+    assert query(
+        empty_database_url, "SELECT cancelled_by FROM runs WHERE run_id = 'r-cancelled'"
+    ) == [("user",)]  # written before cancelled_by existed: the user's
+    command.check(config)
+
+
+async def _write_runs(database_url: str) -> None:
+    db = create_database(database_url)
+    try:
+        store = EventStore(db)
+        answer = message_added("done", role="assistant", run_id="r-completed")
+        await store.append(
+            "t-ended",
+            [
+                thread_created(),
+                message_added("q1"),
+                run_started("r-completed", 2),
+                answer,
+                run_completed("r-completed", answer.data["message_id"]),
+                message_added("q2"),
+                run_started("r-failed", 6),
+                NewEvent(
+                    RUN_FAILED,
+                    {
+                        "run_id": "r-failed",
+                        "error": {"code": "llm_timeout", "message": "too slow"},
+                        "partial_content": "",
+                    },
+                ),
+                message_added("q3"),
+                run_started("r-cancelled", 9),
+                NewEvent(RUN_CANCELLED, {"run_id": "r-cancelled", "message_id": "m-c"}),
+            ],
+            0,
+        )
+        await store.append(
+            "t-running", [thread_created(), message_added("q"), run_started("r-running", 2)], 0
+        )
+        assert (await projections.verify(db)).ok
+    finally:
+        await db.dispose()

@@ -20,7 +20,11 @@ async def snapshot(db: Database) -> dict[str, list[dict[str, Any]]]:
                 dict(row._mapping)
                 for row in await conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY {key}"))
             ]
-            for table, key in (("threads", "thread_id"), ("messages", "message_id"))
+            for table, key in (
+                ("threads", "thread_id"),
+                ("messages", "message_id"),
+                ("runs", "run_id"),
+            )
         }
 
 
@@ -57,18 +61,23 @@ async def test_rebuild_equals_the_incrementally_maintained_read_models(
     report = await projections.rebuild(db)
     assert await snapshot(db) == maintained
     assert (report.threads, report.messages) == (5, len(maintained["messages"]))
+    assert report.runs == len(maintained["runs"]) == 1 + 2 + 3 + 4 + 5 + 1
     async with db.engine.connect() as conn:
         assert report.events == await conn.scalar(sa.text("SELECT count(*) FROM events"))
     assert report.duration_ms >= 0
     assert (await projections.verify(db)).ok
     busy = await store.get_thread("thread-3")
     assert busy is not None and busy.status == "busy"
+    statuses = {row["run_id"]: row["status"] for row in maintained["runs"]}
+    assert statuses["r-open"] == "running"
+    assert set(statuses.values()) == {"running", "completed"}
 
 
 async def test_rebuild_restores_wiped_read_models(store: EventStore, db: Database) -> None:
     await populate(store)
     maintained = await snapshot(db)
     async with db.engine.begin() as conn:
+        await conn.execute(sa.text("DELETE FROM runs"))
         await conn.execute(sa.text("DELETE FROM messages"))
         await conn.execute(sa.text("DELETE FROM threads"))
     assert not (await projections.verify(db)).ok
@@ -91,6 +100,15 @@ async def test_verify_names_each_tampered_field(store: EventStore, db: Database)
         await conn.execute(
             sa.text("DELETE FROM messages WHERE thread_id = 'thread-1' AND version = 4")
         )
+        await conn.execute(sa.text("UPDATE runs SET model = 'forged' WHERE run_id = 'r2-1'"))
+        await conn.execute(sa.text("DELETE FROM runs WHERE run_id = 'r3-0'"))
+        await conn.execute(
+            sa.text(
+                "INSERT INTO runs (thread_id, run_id, status, created_at) "
+                "SELECT thread_id, 'ghost-run', status, created_at FROM runs "
+                "WHERE run_id = 'r0-0'"
+            )
+        )
     report = await projections.verify(db)
     assert not report.ok
     found = {(m["kind"], m["thread_id"], m.get("field")) for m in report.mismatches}
@@ -98,6 +116,9 @@ async def test_verify_names_each_tampered_field(store: EventStore, db: Database)
         ("thread", "thread-0", "title"),
         ("message", "thread-4", "content"),
         ("missing_message", "thread-1", None),
+        ("run", "thread-2", "model"),
+        ("missing_run", "thread-3", None),
+        ("extra_run", "thread-0", None),
     }
     forged = next(m for m in report.mismatches if m.get("field") == "title")
     assert (forged["expected"], forged["actual"]) == ("A thread", "forged")
