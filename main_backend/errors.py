@@ -57,6 +57,15 @@ class ThreadBusy(DomainError):
         self.run_id = run_id
 
 
+class RunNotFound(DomainError):
+    """No such run in this thread for this user (another user's run is not found, alike)."""
+
+    def __init__(self, thread_id: str, run_id: str) -> None:
+        super().__init__(f"run {run_id} was not found in thread {thread_id}")
+        self.thread_id = thread_id
+        self.run_id = run_id
+
+
 class NoActiveRun(DomainError):
     def __init__(self, thread_id: str) -> None:
         super().__init__(f"thread {thread_id} has no active run")
