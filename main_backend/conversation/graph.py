@@ -168,9 +168,9 @@ def build_turn_graph(
         await recorder.begin()
         try:
             outcome = await _generate(stream, runtime.context.cancel, state["model"], recorder.add)
-            await recorder.close()
         finally:
-            recorder.abort()
+            await recorder.stop()
+        await recorder.save_rest()
         return {"outcome": outcome}
 
     async def record_outcome(state: TurnState) -> TurnState:

@@ -114,17 +114,18 @@ class ProgressRecorder:
         self.parts.append(text)
         self._wake.set()
 
-    async def close(self) -> None:
-        """Save what is left: the whole answer of this attempt."""
+    async def stop(self) -> None:
+        """Stop saving in the background, letting a save in flight finish: a write
+        cancelled halfway could leave its connection holding SQLite's write lock.
+        Safe to call while this task is being cancelled (it is shielded)."""
         self._closed.set()
         self._wake.set()
         if self._task is not None:
-            await self._task
-        await self._save()
+            await asyncio.shield(self._task)
 
-    def abort(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+    async def save_rest(self) -> None:
+        """Save what the background saves have not: the whole answer of this attempt."""
+        await self._save()
 
     async def _loop(self) -> None:
         while not self._closed.is_set():
