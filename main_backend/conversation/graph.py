@@ -170,7 +170,6 @@ def build_turn_graph(
             outcome = await _generate(stream, runtime.context.cancel, state["model"], recorder.add)
         finally:
             await recorder.stop()
-        await recorder.save_rest()
         return {"outcome": outcome}
 
     async def record_outcome(state: TurnState) -> TurnState:

@@ -1,11 +1,12 @@
 """A running run's answer so far, in the database, so every replica can serve its stream.
 
 The replica driving a run saves the whole partial answer into the run's one
-`run_progress` row, at most every `SAVE_SECONDS` and once more when the answer is
-complete: the writes per run depend on how long it generates, never on how many
-clients listen. Other replicas read the row (streams.py) and send what lies past
-the offset a client has seen. Once the run's end is in the log the text is emptied:
-the log holds the answer then, and the row keeps only the attempt that wrote it.
+`run_progress` row, at most every `SAVE_SECONDS` while the answer comes (the
+complete answer goes to the log with the run's end): the writes per run depend on
+how long it generates, never on how many clients listen. Other replicas read the
+row (streams.py) and send what lies past the offset a client has seen. Once the
+run's end is in the log the text is emptied: the log holds the answer then, and the
+row keeps only the attempt that wrote it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from main_backend.db import Database
 # Batching of the partial answer's saves: a joined client on another replica is
 # behind the driving one by at most this plus its poll period.
 SAVE_SECONDS = 0.1
+# How long a run's end waits for a progress save in flight.
+STOP_WAIT_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,17 +118,15 @@ class ProgressRecorder:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Stop saving in the background, letting a save in flight finish: a write
-        cancelled halfway could leave its connection holding SQLite's write lock.
-        Safe to call while this task is being cancelled (it is shielded)."""
+        """Stop saving. A save in flight is left to finish, never cancelled (a write
+        cancelled halfway could leave its connection holding SQLite's write lock),
+        and waited for only briefly: a database that stopped answering must not
+        hold up the run's end (its answer goes to the log next, which is what
+        readers use once the run has ended)."""
         self._closed.set()
         self._wake.set()
         if self._task is not None:
-            await asyncio.shield(self._task)
-
-    async def save_rest(self) -> None:
-        """Save what the background saves have not: the whole answer of this attempt."""
-        await self._save()
+            await asyncio.wait({self._task}, timeout=STOP_WAIT_SECONDS)
 
     async def _loop(self) -> None:
         while not self._closed.is_set():
