@@ -23,8 +23,10 @@ from main_backend.conversation.checkpoints import open_checkpointer
 from main_backend.conversation.graph import TurnDeps, build_turn_graph
 from main_backend.conversation.idempotency import IdempotencyKeys
 from main_backend.conversation.leases import RunLeases
+from main_backend.conversation.progress import RunProgress
 from main_backend.conversation.runner import TurnRunner
 from main_backend.conversation.runs import RunService
+from main_backend.conversation.streams import RunStreams
 from main_backend.conversation.threads import ThreadService
 from main_backend.db import create_database
 from main_backend.events.store import EventStore
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         leases = RunLeases(
             db, settings.replica_id, settings.run_lease_seconds, settings.max_active_runs_per_user
         )
+        progress = RunProgress(db)
         try:
             async with open_checkpointer(
                 settings.database_url,
@@ -80,7 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 timeouts=timeouts,
             ) as checkpointer:
                 graph = build_turn_graph(
-                    TurnDeps(store, llm, settings.system_prompt, settings.max_context_tokens),
+                    TurnDeps(
+                        store, llm, settings.system_prompt, settings.max_context_tokens, progress
+                    ),
                     checkpointer,
                 )
                 runner = TurnRunner(
@@ -98,7 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 app.state.threads = ThreadService(store)
                 app.state.runs = RunService(store)
                 keys = IdempotencyKeys(db, settings.idempotency_ttl_hours)
-                app.state.chat = ChatService(store, runner, keys)
+                app.state.chat = ChatService(store, runner, keys, progress)
+                app.state.streams = RunStreams(store, progress, settings.stream_poll_seconds)
                 app.state.admin = AdminService(store, llm, settings)
                 runner.start_background()
                 purging = asyncio.create_task(keys.purge_periodically(), name="key purge")

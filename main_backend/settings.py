@@ -92,6 +92,9 @@ class Settings(ModelSettings):
     max_active_runs_per_user: int = Field(default=8, ge=1)
     idempotency_ttl_hours: float = Field(default=24.0, ge=24.0)
     sse_ping_seconds: float = Field(default=15.0, gt=0)
+    # How often a client joined to a run's stream (GET /threads/{id}/runs/{run_id}/stream)
+    # reads the run's saved progress: the most it lags behind the replica driving the run.
+    stream_poll_seconds: float = Field(default=0.25, gt=0)
     # On shutdown, how long runs in flight may take to finish before other replicas
     # take them over.
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from main_backend.api.routes import admin, chat, runs, service, threads
+from main_backend.api.routes import admin, chat, run_stream, runs, service, threads
 
 api_router = APIRouter()
 api_router.include_router(service.router)
 api_router.include_router(chat.router)
 api_router.include_router(threads.router)
 api_router.include_router(runs.router)
+api_router.include_router(run_stream.router)
 api_router.include_router(admin.router)

@@ -10,6 +10,7 @@ from main_backend.auth import LOCAL_USER, check_admin, user_from_authorization
 from main_backend.conversation.admin import AdminService
 from main_backend.conversation.chat import ChatService
 from main_backend.conversation.runs import RunService
+from main_backend.conversation.streams import RunStreams
 from main_backend.conversation.threads import ThreadService
 from main_backend.health import HealthChecks
 from main_backend.metrics import Metrics
@@ -30,6 +31,11 @@ def get_metrics(request: Request) -> Metrics:
 def get_chat(request: Request) -> ChatService:
     chat: ChatService = request.app.state.chat
     return chat
+
+
+def get_streams(request: Request) -> RunStreams:
+    streams: RunStreams = request.app.state.streams
+    return streams
 
 
 def get_threads(request: Request) -> ThreadService:
@@ -78,6 +84,7 @@ def require_admin(request: Request) -> None:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ChatDep = Annotated[ChatService, Depends(get_chat)]
+StreamsDep = Annotated[RunStreams, Depends(get_streams)]
 ThreadsDep = Annotated[ThreadService, Depends(get_threads)]
 RunsDep = Annotated[RunService, Depends(get_runs)]
 AdminDep = Annotated[AdminService, Depends(get_admin)]

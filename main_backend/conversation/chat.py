@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from main_backend.conversation.graph import RunEnded, ended_from_events, terminal_events
 from main_backend.conversation.idempotency import IdempotencyKeys, KeyRecord
 from main_backend.conversation.ids import run_started_id
+from main_backend.conversation.progress import RunProgress
 from main_backend.conversation.runner import RunHandle, TurnRunner
 from main_backend.conversation.runs import owned_run
 from main_backend.conversation.turns import ChatCommand, new_run_id, owned_thread, plan_turn
@@ -31,13 +32,22 @@ class Repeat:
     """A repeated request: the first one's outcome, read back from the log."""
 
     ended: RunEnded
+    # The generation of the run that wrote its answer (streams.py's event ids).
+    attempt: int = 1
 
 
 class ChatService:
-    def __init__(self, store: EventStore, runner: TurnRunner, keys: IdempotencyKeys) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        runner: TurnRunner,
+        keys: IdempotencyKeys,
+        progress: RunProgress,
+    ) -> None:
         self.store = store
         self.runner = runner
         self.keys = keys
+        self.progress = progress
 
     async def start(
         self, command: ChatCommand, idempotency_key: str | None, digest: str
@@ -102,7 +112,8 @@ class ChatService:
             raise IdempotencyKeyReused()
         stored = await terminal_events(self.store, record.thread_id, record.run_id)
         if stored:
-            return Repeat(ended_from_events(stored, None))
+            attempt = await self.progress.attempt(record.run_id)
+            return Repeat(ended_from_events(stored, None), attempt)
         started = await self.store.get_event(run_started_id(record.run_id))
         if started is None and datetime.now(UTC) - record.created_at > STALE_KEY:
             await self.keys.release(user, key)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
@@ -36,6 +36,7 @@ from main_backend.conversation.ids import (
     run_started_id,
     terminal_event_id,
 )
+from main_backend.conversation.progress import ProgressRecorder, RunProgress
 from main_backend.conversation.prompt import prompt_at
 from main_backend.conversation.turns import TurnPlan
 from main_backend.errors import EventIdConflict, VersionConflict
@@ -75,6 +76,8 @@ class TurnContext:
 
     plan: TurnPlan | None = None
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    # Which generation of the run this is: 1, then one more per take-over.
+    attempt: int = 1
 
 
 # What the graph streams (stream_mode="custom") to whoever listens.
@@ -113,6 +116,7 @@ class TurnDeps:
     llm: LLMAgentClient
     default_system_prompt: str | None
     max_context_tokens: int
+    progress: RunProgress
 
 
 def build_turn_graph(
@@ -158,12 +162,24 @@ def build_turn_graph(
             max_tokens=params.get("max_tokens"),
             request_id=state.get("request_id"),
         )
-        return {"outcome": await _generate(stream, runtime.context.cancel, state["model"])}
+        recorder = ProgressRecorder(
+            deps.progress, state["run_id"], state["thread_id"], runtime.context.attempt
+        )
+        await recorder.begin()
+        try:
+            outcome = await _generate(stream, runtime.context.cancel, state["model"], recorder.add)
+        finally:
+            await recorder.stop()
+        return {"outcome": outcome}
 
     async def record_outcome(state: TurnState) -> TurnState:
         ended = await append_outcome(store, state)
         logger.info("run {} at thread version {}", ended.status, ended.version)
         get_stream_writer()(ended)
+        try:
+            await deps.progress.ended(state["run_id"])
+        except Exception as exc:  # only keeps a spent row bigger than it need be
+            logger.warning("could not trim the progress of the ended run: {}", exc)
         return {}
 
     graph = StateGraph(TurnState, context_schema=TurnContext)
@@ -194,9 +210,13 @@ def recorded_input(started: StoredEvent) -> TurnState:
 
 
 async def _generate(
-    stream: AsyncIterator[LLMDelta | LLMDone], cancel: asyncio.Event, model: str
+    stream: AsyncIterator[LLMDelta | LLMDone],
+    cancel: asyncio.Event,
+    model: str,
+    on_text: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Relay the answer as it streams; stop at once when the run is cancelled."""
+    """Relay the answer as it streams (to listeners here and to `on_text`, which
+    saves it for the other replicas); stop at once when the run is cancelled."""
     write = get_stream_writer()
     parts: list[str] = []
     started = time.perf_counter()
@@ -222,6 +242,7 @@ async def _generate(
             if isinstance(item, LLMDelta):
                 parts.append(item.text)
                 write(RunDelta(item.text))
+                on_text(item.text)
                 continue
             return {
                 "status": "completed",

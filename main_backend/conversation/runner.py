@@ -53,9 +53,11 @@ def checkpoint_key(thread_id: str, run_id: str) -> str:
 class RunHandle:
     """One run as this replica drives it: its events so far, for any number of listeners."""
 
-    def __init__(self, thread_id: str, run_id: str) -> None:
+    def __init__(self, thread_id: str, run_id: str, attempt: int = 1) -> None:
         self.thread_id = thread_id
         self.run_id = run_id
+        # Which generation of the run this replica drives (streams.py's event ids).
+        self.attempt = attempt
         self.cancel = asyncio.Event()
         self.events: list[RunEvent] = []
         self.error: BaseException | None = None
@@ -161,7 +163,7 @@ class TurnRunner:
     def _launch(
         self, thread_id: str, run_id: str, state: TurnState | None, context: TurnContext
     ) -> RunHandle:
-        handle = RunHandle(thread_id, run_id)
+        handle = RunHandle(thread_id, run_id, context.attempt)
         context.cancel = handle.cancel
         self.local[run_id] = handle
         handle.task = asyncio.create_task(self._drive(handle, state, context), name=f"run {run_id}")
@@ -354,7 +356,8 @@ class TurnRunner:
             # Read with .get() where it is used: absent is as good as None.
             if (user := started.metadata.get("user")) is not None:
                 state["user"] = user
-        handle = self._launch(thread_id, run_id, state, TurnContext())
+        # Each take-over that generates again is the answer's next attempt.
+        handle = self._launch(thread_id, run_id, state, TurnContext(attempt=resumes + 1))
         if await self.leases.is_cancel_requested(run_id):
             handle.cancel.set()
 

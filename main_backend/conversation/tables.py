@@ -36,3 +36,18 @@ idempotency_keys = sa.Table(
     sa.Column("run_id", ID, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False, index=True),
 )
+
+# A running run's answer so far, saved in batches by the replica driving it, so any
+# replica can serve "the stream after offset N" (routes/run_stream.py). One row per
+# run, overwritten; once the run has ended its text is emptied (the answer is in the
+# log then) and the row keeps only the attempt that produced it.
+run_progress = sa.Table(
+    "run_progress",
+    metadata,
+    sa.Column("run_id", ID, primary_key=True),
+    sa.Column("thread_id", ID, nullable=False),
+    # 1 for a run's first generation, more after each hand-over that generates again.
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Request, Response
@@ -16,10 +17,12 @@ from main_backend.api.errors import (
 )
 from main_backend.api.routes.runs import stream_location
 from main_backend.api.schemas import ChatRequest, ChatResponse, Message, Usage
+from main_backend.api.streaming import sse_body
 from main_backend.conversation.chat import Repeat
 from main_backend.conversation.graph import RunDelta, RunEnded, RunStarted
 from main_backend.conversation.idempotency import request_hash
 from main_backend.conversation.runner import RunEvent, RunHandle
+from main_backend.conversation.streams import with_ids
 from main_backend.conversation.turns import ChatCommand, ChatMessage
 from main_backend.db import is_database_unavailable
 from main_backend.errors import InvalidRequest
@@ -29,7 +32,7 @@ from main_backend.settings import Settings
 from stubichat_common.errors import error_response
 from stubichat_common.limits import message_problems
 from stubichat_common.routing import JSONRoute
-from stubichat_common.sse import PING, SSE_HEADERS, sse_event, with_keepalive
+from stubichat_common.sse import SSE_HEADERS
 
 router = APIRouter(tags=["chat"], route_class=JSONRoute)
 
@@ -194,34 +197,17 @@ async def _replayed(repeat: Repeat) -> AsyncIterator[RunEvent]:
     yield ended
 
 
-async def _sse(
+def _sse(
     started: RunHandle | Repeat, ping_seconds: float, metrics: Metrics
 ) -> AsyncIterator[bytes]:
-    events = _replayed(started) if isinstance(started, Repeat) else started.follow()
-    event_id = 0
-    ended = False
-    metrics.active_streams.inc()
-    try:
-        async for event in with_keepalive(events, ping_seconds):
-            if event is None:
-                yield PING
-                continue
-            event_id += 1
-            name, data = _sse_payload(event)
-            ended = ended or isinstance(event, RunEnded)
-            yield sse_event(name, data, event_id)
-        if not ended:  # the run broke before it could record its end
-            yield sse_event(
-                "run.failed",
-                {
-                    "error": _unrecorded_error(started),
-                    "partial_content": "",
-                    "version": None,
-                },
-                event_id + 1,
-            )
-    finally:
-        metrics.active_streams.dec()
+    if isinstance(started, Repeat):
+        return sse_body(with_ids(_replayed(started), started.attempt), ping_seconds, metrics)
+    return sse_body(
+        with_ids(started.follow(), started.attempt),
+        ping_seconds,
+        metrics,
+        partial(_unrecorded_error, started),
+    )
 
 
 def _unrecorded_error(started: RunHandle | Repeat) -> dict[str, Any]:
@@ -237,38 +223,4 @@ def _unrecorded_error(started: RunHandle | Repeat) -> dict[str, Any]:
         "code": "internal_error",
         "retryable": True,
         "message": "the answer could not be recorded; it will be retried",
-    }
-
-
-def _sse_payload(event: RunEvent) -> tuple[str, dict[str, Any]]:
-    if isinstance(event, RunDelta):
-        return "delta", {"text": event.text}
-    if isinstance(event, RunStarted):
-        return "run.started", {
-            "thread_id": event.thread_id,
-            "run_id": event.run_id,
-            "version": event.version,
-            "messages": [Message.of(m).model_dump(mode="json") for m in event.messages],
-        }
-    message = Message.of(event.message).model_dump(mode="json") if event.message else None
-    if event.status == "completed":
-        return "run.completed", {
-            "message": message,
-            "usage": event.usage,
-            "finish_reason": event.finish_reason,
-            "model": event.model,
-            "version": event.version,
-        }
-    if event.status == "cancelled":
-        return "run.cancelled", {"message": message, "version": event.version}
-    error = event.error or {}
-    code = error.get("code", "internal_error")
-    return "run.failed", {
-        "error": {
-            "code": code,
-            "message": error.get("message", "the run failed"),
-            "retryable": bool(error.get("retryable", True)),
-        },
-        "partial_content": event.partial_content,
-        "version": event.version,
     }

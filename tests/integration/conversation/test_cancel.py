@@ -12,6 +12,7 @@ from main_backend.conversation.checkpoints import open_checkpointer
 from main_backend.conversation.graph import TurnDeps, build_turn_graph
 from main_backend.conversation.idempotency import IdempotencyKeys
 from main_backend.conversation.leases import RunLeases
+from main_backend.conversation.progress import RunProgress
 from main_backend.conversation.runner import RunHandle, TurnRunner
 from main_backend.db import Database
 from main_backend.errors import NoActiveRun, ThreadNotFound
@@ -28,11 +29,12 @@ async def chat(db: Database, store: EventStore, database_url: str) -> AsyncItera
     llm = LLMAgentClient(f"http://127.0.0.1:{free_port()}", timeout=1)
     try:
         async with open_checkpointer(database_url) as checkpointer:
-            graph = build_turn_graph(TurnDeps(store, llm, None, 1000), checkpointer)
+            progress = RunProgress(db)
+            graph = build_turn_graph(TurnDeps(store, llm, None, 1000, progress), checkpointer)
             runner = TurnRunner(
                 graph, checkpointer, store, leases, poll_seconds=1, sweep_seconds=1, max_resumes=1
             )
-            yield ChatService(store, runner, IdempotencyKeys(db, 24))
+            yield ChatService(store, runner, IdempotencyKeys(db, 24), progress)
     finally:
         await llm.aclose()
 

@@ -1,0 +1,78 @@
+"""A run's stream as SSE, for `/chat/stream` and for joining a run (routes/run_stream.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from main_backend.api.schemas import Message
+from main_backend.conversation.graph import RunDelta, RunEnded, RunStarted
+from main_backend.conversation.streams import RunRestarted, Sent, StreamEvent
+from main_backend.metrics import Metrics
+from stubichat_common.sse import PING, sse_event, with_keepalive
+
+
+async def sse_body(
+    events: AsyncIterator[Sent],
+    ping_seconds: float,
+    metrics: Metrics,
+    unended: Callable[[], dict[str, Any]] | None = None,
+) -> AsyncIterator[bytes]:
+    """The events framed with their ids, a ping after each `ping_seconds` of silence.
+
+    `unended`, if given, is the error of a stream that stops before the run's end:
+    it is sent as a `run.failed` with no id, so a client that resumes after it
+    resumes after the last event it really got.
+    """
+    ended = False
+    metrics.active_streams.inc()
+    try:
+        async for sent in with_keepalive(events, ping_seconds):
+            if sent is None:
+                yield PING
+                continue
+            name, data = sse_payload(sent.event)
+            ended = ended or isinstance(sent.event, RunEnded)
+            yield sse_event(name, data, sent.id)
+        if not ended and unended is not None:
+            yield sse_event(
+                "run.failed", {"error": unended(), "partial_content": "", "version": None}
+            )
+    finally:
+        metrics.active_streams.dec()
+
+
+def sse_payload(event: StreamEvent) -> tuple[str, dict[str, Any]]:
+    if isinstance(event, RunDelta):
+        return "delta", {"text": event.text}
+    if isinstance(event, RunRestarted):
+        return "run.restarted", {"attempt": event.attempt}
+    if isinstance(event, RunStarted):
+        return "run.started", {
+            "thread_id": event.thread_id,
+            "run_id": event.run_id,
+            "version": event.version,
+            "messages": [Message.of(m).model_dump(mode="json") for m in event.messages],
+        }
+    message = Message.of(event.message).model_dump(mode="json") if event.message else None
+    if event.status == "completed":
+        return "run.completed", {
+            "message": message,
+            "usage": event.usage,
+            "finish_reason": event.finish_reason,
+            "model": event.model,
+            "version": event.version,
+        }
+    if event.status == "cancelled":
+        return "run.cancelled", {"message": message, "version": event.version}
+    error = event.error or {}
+    code = error.get("code", "internal_error")
+    return "run.failed", {
+        "error": {
+            "code": code,
+            "message": error.get("message", "the run failed"),
+            "retryable": bool(error.get("retryable", True)),
+        },
+        "partial_content": event.partial_content,
+        "version": event.version,
+    }

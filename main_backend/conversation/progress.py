@@ -1,0 +1,149 @@
+"""A running run's answer so far, in the database, so every replica can serve its stream.
+
+The replica driving a run saves the whole partial answer into the run's one
+`run_progress` row, at most every `SAVE_SECONDS` while the answer comes (the
+complete answer goes to the log with the run's end): the writes per run depend on
+how long it generates, never on how many clients listen. Other replicas read the
+row (streams.py) and send what lies past the offset a client has seen. Once the
+run's end is in the log the text is emptied: the log holds the answer then, and the
+row keeps only the attempt that wrote it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from loguru import logger
+from sqlalchemy.exc import IntegrityError
+
+from main_backend.conversation.tables import run_progress
+from main_backend.db import Database
+
+# Batching of the partial answer's saves: a joined client on another replica is
+# behind the driving one by at most this plus its poll period.
+SAVE_SECONDS = 0.1
+# How long a run's end waits for a progress save in flight.
+STOP_WAIT_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    attempt: int
+    text: str
+
+
+class RunProgress:
+    """The `run_progress` rows."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def save(self, run_id: str, thread_id: str, attempt: int, text: str) -> None:
+        values = {"attempt": attempt, "text": text, "updated_at": datetime.now(UTC)}
+        async with self.db.writer.begin() as conn:
+            updated = await conn.execute(
+                run_progress.update().where(run_progress.c.run_id == run_id).values(**values)
+            )
+            if updated.rowcount == 0:
+                with contextlib.suppress(IntegrityError):  # a concurrent first save
+                    await conn.execute(
+                        run_progress.insert().values(run_id=run_id, thread_id=thread_id, **values)
+                    )
+
+    async def get(self, run_id: str) -> Progress | None:
+        async with self.db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(run_progress.c.attempt, run_progress.c.text).where(
+                        run_progress.c.run_id == run_id
+                    )
+                )
+            ).first()
+        return None if row is None else Progress(row.attempt, row.text)
+
+    async def attempt(self, run_id: str) -> int:
+        """The attempt that generated the run's answer (1 if none was saved)."""
+        progress = await self.get(run_id)
+        return 1 if progress is None else progress.attempt
+
+    async def ended(self, run_id: str) -> None:
+        """The run's end is in the log: keep the row small."""
+        async with self.db.writer.begin() as conn:
+            await conn.execute(
+                run_progress.update()
+                .where(run_progress.c.run_id == run_id)
+                .values(text="", updated_at=datetime.now(UTC))
+            )
+
+
+class ProgressRecorder:
+    """Saves one attempt's growing answer in the background, at most every `interval`.
+
+    `add` never waits for the database, so relaying the answer is not slowed by it;
+    a save that fails is logged and the next one catches up (the log, not this row,
+    holds the truth once the run ends).
+    """
+
+    def __init__(
+        self,
+        progress: RunProgress,
+        run_id: str,
+        thread_id: str,
+        attempt: int,
+        interval: float = SAVE_SECONDS,
+    ) -> None:
+        self.progress = progress
+        self.run_id = run_id
+        self.thread_id = thread_id
+        self.attempt = attempt
+        self.interval = interval
+        self.parts: list[str] = []
+        self.saved = 0
+        self._wake = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def begin(self) -> None:
+        """Say this attempt generates from the start: listeners of an earlier
+        attempt learn the answer starts again."""
+        await self.progress.save(self.run_id, self.thread_id, self.attempt, "")
+        self._task = asyncio.create_task(self._loop(), name=f"progress {self.run_id}")
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop saving. A save in flight is left to finish, never cancelled (a write
+        cancelled halfway could leave its connection holding SQLite's write lock),
+        and waited for only briefly: a database that stopped answering must not
+        hold up the run's end (its answer goes to the log next, which is what
+        readers use once the run has ended)."""
+        self._closed.set()
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=STOP_WAIT_SECONDS)
+
+    async def _loop(self) -> None:
+        while not self._closed.is_set():
+            await self._wake.wait()
+            self._wake.clear()
+            if self._closed.is_set():
+                return
+            await self._save()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), self.interval)
+
+    async def _save(self) -> None:
+        text = "".join(self.parts)
+        if len(text) == self.saved:
+            return
+        try:
+            await self.progress.save(self.run_id, self.thread_id, self.attempt, text)
+            self.saved = len(text)
+        except Exception as exc:
+            logger.warning("could not save the progress of run {}: {}", self.run_id, exc)
