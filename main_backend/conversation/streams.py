@@ -30,7 +30,7 @@ from main_backend.conversation.graph import (
 )
 from main_backend.conversation.ids import input_event_id, run_started_id
 from main_backend.conversation.progress import RunProgress
-from main_backend.conversation.turns import owned_thread
+from main_backend.conversation.runs import owned_run
 from main_backend.errors import InvalidRequest, RunNotFound
 from main_backend.events.fold import MessageState, message_from_event
 from main_backend.events.store import EventStore
@@ -128,7 +128,8 @@ class RunStreams:
         """Check everything a client can get wrong, then return the stream; raises
         before the first byte is sent (unknown run, bad Last-Event-ID)."""
         cursor = parse_event_id(last_event_id)
-        await owned_thread(self.store, thread_id, user)
+        # Another user's run is not found, like one that never was (as on the run routes).
+        await owned_run(self.store, user, thread_id, run_id)
         started = await self.store.get_event(run_started_id(run_id))
         if started is None or started.thread_id != thread_id:
             raise RunNotFound(thread_id, run_id)

@@ -165,8 +165,10 @@ def test_unknown_runs_and_bad_ids_are_clear_errors(backend: httpx.Client) -> Non
     for path in (stream_path(thread_id, unknown), stream_path(other_thread, run_id)):
         response = backend.get(path)
         assert (response.status_code, response.json()["error"]["code"]) == (404, "run_not_found")
+    # A run of a thread that is not there (or not the user's) is not found alike, as on
+    # GET /threads/{id}/runs/{run_id}.
     missing = backend.get(stream_path(unknown, run_id))
-    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "thread_not_found")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "run_not_found")
     for bad in ("7", "0-3", "1-", "-1-2", "1-2-3", "x", "1-01", "99999999999-1"):
         response = backend.get(stream_path(thread_id, run_id), headers={"Last-Event-ID": bad})
         assert error_of(response) == (422, "invalid_request", ["Last-Event-ID"]), bad
