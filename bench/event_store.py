@@ -18,12 +18,9 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -110,22 +107,8 @@ def main() -> None:
     if args.database_url:
         asyncio.run(measure(args.database_url, args.database_url, sizes, samples))
         return
-    with tempfile.TemporaryDirectory() as folder:
-        url = f"sqlite:///{folder}/bench.db"
-        databases.migrate(url)
-        asyncio.run(measure(url, "SQLite", sizes, samples))
-    try:
-        databases.require_postgres()
-    except pytest.skip.Exception:  # unreachable and not under CI=true (there it fails)
-        print("\nPostgreSQL not reachable: skipped")
-        return
-    name = databases.create_postgres_database()
-    try:
-        url = databases.postgres_url(name)
-        databases.migrate(url)
-        asyncio.run(measure(url, "PostgreSQL", sizes, samples))
-    finally:
-        databases.drop_postgres_database(name)
+    for url, label in databases.bench_databases():
+        asyncio.run(measure(url, label, sizes, samples))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import ExitStack
@@ -37,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -176,24 +174,9 @@ def main() -> None:
     if args.database_url:
         measure(args.database_url, args.database_url, args.smoke, args.poll_seconds)
         return
-    with tempfile.TemporaryDirectory() as folder:
-        url = f"sqlite:///{folder}/bench.db"
-        databases.migrate(url)
-        measure(url, "SQLite", args.smoke, args.poll_seconds)
-    if args.smoke:
-        return
-    try:
-        databases.require_postgres()
-    except pytest.skip.Exception:  # unreachable and not under CI=true (there it fails)
-        print("\nPostgreSQL not reachable: skipped")
-        return
-    name = databases.create_postgres_database()
-    try:
-        url = databases.postgres_url(name)
-        databases.migrate(url)
-        measure(url, "PostgreSQL", args.smoke, args.poll_seconds)
-    finally:
-        databases.drop_postgres_database(name)
+    # --smoke: SQLite only.
+    for url, label in databases.bench_databases(postgres=not args.smoke):
+        measure(url, label, args.smoke, args.poll_seconds)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -112,3 +114,27 @@ def event_count(database_url: str, thread_id: str | None = None) -> int:
     if thread_id is None:
         return count(database_url, "SELECT count(*) FROM events")
     return count(database_url, "SELECT count(*) FROM events WHERE thread_id = :t", t=thread_id)
+
+
+def bench_databases(postgres: bool = True) -> Iterator[tuple[str, str]]:
+    """(url, label) of a fresh database at the migration head on each engine, for the
+    benchmarks: a temporary SQLite file, then (with `postgres`) a Postgres database when
+    the server is reachable (under CI=true it must be, as for the tests)."""
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{folder}/bench.db"
+        migrate(url)
+        yield url, "SQLite"
+    if not postgres:
+        return
+    try:
+        require_postgres()
+    except pytest.skip.Exception:  # unreachable and not under CI=true (there it fails)
+        print("\nPostgreSQL not reachable: skipped")
+        return
+    name = create_postgres_database()
+    try:
+        url = postgres_url(name)
+        migrate(url)
+        yield url, "PostgreSQL"
+    finally:
+        drop_postgres_database(name)
