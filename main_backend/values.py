@@ -33,6 +33,9 @@ EVENT_MAX_DEPTH = METADATA_MAX_DEPTH + 4
 # get there if written around the checks above); well under the serialisers' own limits.
 READ_MAX_DEPTH = 64
 TOO_DEEP = "[nested too deep]"
+# Runs waiting in one thread's queue (`if_busy` enqueue, interrupt, rollback): a thread's
+# state carries their ids, and a client that queues more is told to wait (429 queue_full).
+MAX_QUEUED_RUNS = 16
 
 
 class ValueProblem(ValueError):

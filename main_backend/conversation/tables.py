@@ -21,6 +21,8 @@ run_leases = sa.Table(
     sa.Column("replica_id", sa.String(128), nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    # Who asked (events.types.CancelledBy): user, interrupt or rollback; None means user.
+    sa.Column("cancel_reason", sa.String(16), nullable=True),
     # How many times a replica took the run over after its owner stopped.
     sa.Column("resumes", sa.Integer, nullable=False),
     sa.Index(None, "owner"),

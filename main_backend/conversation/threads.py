@@ -94,7 +94,9 @@ class ThreadService:
         query = (
             sa.select(messages_table)
             .where(
-                messages_table.c.thread_id == thread_id, messages_table.c.version > after_version
+                messages_table.c.thread_id == thread_id,
+                messages_table.c.version > after_version,
+                messages_table.c.rolled_back.is_(False),
             )
             .order_by(messages_table.c.version)
             .limit(limit + 1)
@@ -159,6 +161,7 @@ class ThreadService:
                 metadata,
             )
             for m in messages
+            if not m.rolled_back
         ]
         await self.store.append(fork_id, [created, *copies], 0)
         return await owned_thread(self.store, fork_id, user)

@@ -12,7 +12,7 @@ Only a thread's start or its version order being broken stops its fold (`Invalid
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -25,6 +25,8 @@ from main_backend.events.types import (
     MESSAGE_ADDED,
     RUN_COMPLETED,
     RUN_FAILED,
+    RUN_QUEUED,
+    RUN_ROLLED_BACK,
     RUN_STARTED,
     RUN_TERMINAL_TYPES,
     THREAD_CREATED,
@@ -33,10 +35,13 @@ from main_backend.events.types import (
     CancelledBy,
     MessageAddedData,
     MessageRole,
+    RunQueuedData,
+    RunRolledBackData,
     RunStartedData,
     StoredEvent,
     ThreadCreatedData,
     ThreadUpdatedData,
+    read_cancelled_by,
     read_data,
 )
 
@@ -55,10 +60,13 @@ class ThreadState:
     message_count: int
     active_run_id: str | None
     deleted: bool
+    # Runs accepted while the thread was busy (`run.queued`), oldest first: each starts
+    # in turn once no run is active.
+    queued_run_ids: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> Literal["idle", "busy"]:
-        return "busy" if self.active_run_id else "idle"
+        return "busy" if self.active_run_id or self.queued_run_ids else "idle"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,8 @@ class MessageState:
     run_id: str | None
     partial: bool
     created_at: datetime
+    # Taken out of the history (and every later prompt) by a `run.rolled_back`.
+    rolled_back: bool = False
 
 
 def message_from_event(event: StoredEvent) -> MessageState:
@@ -121,6 +131,10 @@ def apply(state: ThreadState | None, event: StoredEvent) -> tuple[ThreadState, M
         return state, None
 
 
+def _without(state: ThreadState, run_id: object) -> list[str]:
+    return [r for r in state.queued_run_ids if r != run_id]
+
+
 def readable_message(event: StoredEvent) -> MessageState | None:
     """The message a `message.added` event holds, or None (logged) when it holds none."""
     try:
@@ -137,10 +151,21 @@ def _applied(state: ThreadState, event: StoredEvent) -> tuple[ThreadState, Messa
         state = replace(state, message_count=state.message_count + 1)
     elif event.type == RUN_STARTED:
         # Only what the fold reads is checked: a run that cannot be driven is still active.
-        state = replace(state, active_run_id=read_data(event, RunStartedData, "run_id")["run_id"])
+        run_id = read_data(event, RunStartedData, "run_id")["run_id"]
+        state = replace(state, active_run_id=run_id, queued_run_ids=_without(state, run_id))
     elif event.type in RUN_TERMINAL_TYPES:
-        if state.active_run_id == event.data.get("run_id"):
+        ended = event.data.get("run_id")
+        if state.active_run_id == ended:
             state = replace(state, active_run_id=None)
+        # A queued run may end before it starts (cancelled, or its input unreadable).
+        state = replace(state, queued_run_ids=_without(state, ended))
+    elif event.type == RUN_QUEUED:
+        run_id = read_data(event, RunQueuedData, "run_id")["run_id"]
+        if run_id not in state.queued_run_ids:
+            state = replace(state, queued_run_ids=[*state.queued_run_ids, run_id])
+    elif event.type == RUN_ROLLED_BACK:
+        gone = len(rolled_back_ids(event))
+        state = replace(state, message_count=max(0, state.message_count - gone))
     elif event.type == THREAD_UPDATED:
         changes = read_data(event, ThreadUpdatedData)
         if "title" in changes:
@@ -152,20 +177,38 @@ def _applied(state: ThreadState, event: StoredEvent) -> tuple[ThreadState, Messa
     return state, message
 
 
+def rolled_back_ids(event: StoredEvent) -> list[str]:
+    """The messages a `run.rolled_back` takes out of the history (none for any other
+    event, or one that cannot be read: logged)."""
+    if event.type != RUN_ROLLED_BACK:
+        return []
+    try:
+        ids = read_data(event, RunRolledBackData)["message_ids"]
+    except InvalidEvent as exc:
+        logger.warning("the fold skips a rollback it cannot read: {}", exc)
+        return []
+    return list(dict.fromkeys(i for i in ids if isinstance(i, str)))
+
+
 def fold(
     events: Iterable[StoredEvent], state: ThreadState | None = None
 ) -> tuple[ThreadState | None, list[MessageState]]:
-    """Fold `events` (one thread's, in version order) onto `state`."""
+    """Fold `events` (one thread's, in version order) onto `state`: the thread, and the
+    messages the events add (marked `rolled_back` when a later one of them says so)."""
     messages: list[MessageState] = []
     for event in events:
         state, message = apply(state, event)
         if message is not None:
             messages.append(message)
+        if gone := set(rolled_back_ids(event)):
+            messages = [
+                replace(m, rolled_back=True) if m.message_id in gone else m for m in messages
+            ]
     return state, messages
 
 
-# A run's status. "pending" (a queued run whose input is not in the history yet) is not
-# written by any event today; it is reserved for the queued runs of a later change.
+# A run's status: "pending" from its `run.queued` (its input not in the history yet) to
+# its `run.started`.
 RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 
 
@@ -214,16 +257,19 @@ def _run_error(event: StoredEvent) -> dict[str, str]:
 def apply_run(run: RunState | None, event: StoredEvent) -> RunState | None:
     """The run after `event` (one that names it), or None when the event leaves no run:
     an end of a run that never started, a second start or a second end is skipped."""
-    if event.type == RUN_STARTED:
+    if event.type in (RUN_QUEUED, RUN_STARTED):
+        status: RunStatus = "pending" if event.type == RUN_QUEUED else "running"
         if run is not None:
+            if run.status == "pending" and status == "running":
+                return replace(run, status="running", started_at=event.recorded_at)
             logger.warning("the runs' fold skips a second start of run {}", run.run_id)
             return run
         return RunState(
             thread_id=event.thread_id,
             run_id=event.data["run_id"],
-            status="running",
+            status=status,
             created_at=event.recorded_at,
-            started_at=event.recorded_at,
+            started_at=event.recorded_at if status == "running" else None,
             ended_at=None,
             model=_valid(event, "model"),
             usage=None,
@@ -236,7 +282,7 @@ def apply_run(run: RunState | None, event: StoredEvent) -> RunState | None:
             "the runs' fold skips event {}: the end of a run that never started", event.event_id
         )
         return None
-    if run.status != "running":
+    if run.status not in ("pending", "running"):
         logger.warning("the runs' fold skips a second end of run {}", run.run_id)
         return run
     ended = replace(run, ended_at=event.recorded_at, model=_valid(event, "model") or run.model)
@@ -254,11 +300,11 @@ def apply_run(run: RunState | None, event: StoredEvent) -> RunState | None:
         ended,
         status="cancelled",
         message_id=_valid_id(event, "message_id"),
-        cancelled_by=_valid(event, "cancelled_by") or "user",
+        cancelled_by=read_cancelled_by(event.data.get("cancelled_by")),
     )
 
 
-RUN_TYPES = frozenset({RUN_STARTED, *RUN_TERMINAL_TYPES})
+RUN_TYPES = frozenset({RUN_QUEUED, RUN_STARTED, *RUN_TERMINAL_TYPES})
 
 
 def run_id_of(event: StoredEvent) -> str | None:

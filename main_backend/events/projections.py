@@ -87,9 +87,11 @@ async def save(
     messages: list[MessageState],
     runs: Mapping[str, RunState] | None = None,
     known_runs: Collection[str] = (),
+    rolled_back: Collection[str] = (),
 ) -> None:
     """Write one append's effect on the read models (inside its transaction): `runs` are
-    the runs it started or ended, `known_runs` the ids of those stored before it."""
+    the runs it started or ended, `known_runs` the ids of those stored before it,
+    `rolled_back` the messages it takes out of the history."""
     if previous is None:
         await conn.execute(threads_table.insert(), [thread_row(state)])
     else:
@@ -101,6 +103,15 @@ async def save(
         )
     if messages:
         await conn.execute(messages_table.insert(), [message_row(m) for m in messages])
+    if rolled_back:
+        await conn.execute(
+            messages_table.update()
+            .where(
+                messages_table.c.thread_id == state.thread_id,
+                messages_table.c.message_id.in_(rolled_back),
+            )
+            .values(rolled_back=True)
+        )
     for run in (runs or {}).values():
         if run.run_id in known_runs:
             await conn.execute(

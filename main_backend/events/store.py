@@ -26,11 +26,18 @@ from main_backend.events.fold import (
     fold,
     fold_runs,
     readable_message,
+    rolled_back_ids,
     run_id_of,
 )
 from main_backend.events.tables import event_from_row, lock_appends
 from main_backend.events.tables import events as events_table
-from main_backend.events.types import MESSAGE_ADDED, NewEvent, StoredEvent, check_new_events
+from main_backend.events.types import (
+    MESSAGE_ADDED,
+    RUN_ROLLED_BACK,
+    NewEvent,
+    StoredEvent,
+    check_new_events,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +126,7 @@ class EventStore:
                 messages=new_messages,
                 runs=new_runs,
                 known_runs=known_runs.keys(),
+                rolled_back=[i for e in pending for i in rolled_back_ids(e)],
             )
         if self.on_append is not None:
             self.on_append(len(stored))
@@ -177,13 +185,16 @@ class EventStore:
     async def iter_messages_backwards(
         self, thread_id: str, up_to_version: int | None = None, window: int = 64
     ) -> AsyncIterator[MessageState]:
-        """The thread's messages, newest first, read from the log a window at a time.
+        """The thread's messages, newest first, read from the log a window at a time;
+        those a `run.rolled_back` took out of the history are left out.
 
         Each query is bounded by a range of `window` versions, so its cost does
         not depend on the thread's length or on the planner's statistics; a
         caller that stops early (a prompt that is full) reads only the windows
-        it used.
+        it used. A rollback comes after the messages it names, so reading
+        newest first meets it before them.
         """
+        gone: set[str] = set()
         upper = up_to_version
         while upper is None or upper >= 1:
             async with self.db.engine.connect() as conn:
@@ -196,14 +207,18 @@ class EventStore:
                         .where(
                             events_table.c.thread_id == thread_id,
                             events_table.c.version.between(lower, upper),
-                            events_table.c.type == MESSAGE_ADDED,
+                            events_table.c.type.in_([MESSAGE_ADDED, RUN_ROLLED_BACK]),
                         )
                         .order_by(events_table.c.version.desc())
                     )
                 ).all()
             for row in rows:
-                message = readable_message(event_from_row(row))
-                if message is not None:
+                event = event_from_row(row)
+                if event.type == RUN_ROLLED_BACK:
+                    gone.update(rolled_back_ids(event))
+                    continue
+                message = readable_message(event)
+                if message is not None and message.message_id not in gone:
                     yield message
             upper = lower - 1
 

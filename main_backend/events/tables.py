@@ -79,6 +79,7 @@ threads = sa.Table(
     sa.Column("message_count", sa.Integer, nullable=False),
     sa.Column("active_run_id", ID, nullable=True),
     sa.Column("deleted", sa.Boolean, nullable=False),
+    sa.Column("queued_run_ids", JSONType, nullable=False, server_default=sa.text("'[]'")),
     # A user's thread list: most recently updated first, paged by (updated_at, id).
     sa.Index(None, "owner", "updated_at", "thread_id"),
     # Finding runs to resume after a crash.
@@ -98,6 +99,7 @@ messages = sa.Table(
     sa.Column("run_id", ID, nullable=True),
     sa.Column("partial", sa.Boolean, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("rolled_back", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("thread_id", "version"),
 )
 
@@ -118,6 +120,13 @@ runs = sa.Table(
     sa.Column("cancelled_by", sa.String(16), nullable=True),
     # A thread's runs, newest first, paged by (created_at, run_id).
     sa.Index(None, "thread_id", "created_at", "run_id"),
+    # The queued runs the sweeper looks for (few at any time).
+    sa.Index(
+        "ix_runs_pending",
+        "thread_id",
+        sqlite_where=sa.text("status = 'pending'"),
+        postgresql_where=sa.text("status = 'pending'"),
+    ),
 )
 
 

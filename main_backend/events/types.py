@@ -40,6 +40,8 @@ RUN_STARTED: Final = "run.started"
 RUN_COMPLETED: Final = "run.completed"
 RUN_FAILED: Final = "run.failed"
 RUN_CANCELLED: Final = "run.cancelled"
+RUN_QUEUED: Final = "run.queued"
+RUN_ROLLED_BACK: Final = "run.rolled_back"
 THREAD_UPDATED: Final = "thread.updated"
 THREAD_DELETED: Final = "thread.deleted"
 
@@ -84,6 +86,21 @@ class RunStartedData(TypedDict):
     prompt_version: int
 
 
+class QueuedMessage(TypedDict):
+    role: MessageRole
+    content: str
+
+
+class RunQueuedData(TypedDict):
+    """A run accepted while its thread was busy (`if_busy`): its input waits here, out of
+    the history, until the run starts (its `message.added` events and `run.started`)."""
+
+    run_id: str
+    model: str
+    params: dict[str, Any]
+    messages: list[QueuedMessage]
+
+
 class RunCompletedData(TypedDict):
     run_id: str
     message_id: str
@@ -107,16 +124,33 @@ class RunFailedData(TypedDict):
     model: NotRequired[str]
 
 
-# Who cancelled a run: its user today; double-texting and shutdown will add the rest.
+# Who cancelled a run: its user (a cancel request, or a streaming client that went away
+# with `on_disconnect: cancel`), a newer request with `if_busy` interrupt or rollback.
+# "shutdown" is reserved: a replica that stops hands its runs over instead.
 CancelledBy = Literal["user", "interrupt", "rollback", "shutdown"]
+
+
+def read_cancelled_by(value: object) -> CancelledBy:
+    """Who cancelled, from a stored value: absent or unknown ones (events and leases
+    written before the field existed, or by hand) read as the user's."""
+    return cast(CancelledBy, value) if value in get_args(CancelledBy) else "user"
 
 
 class RunCancelledData(TypedDict):
     run_id: str
-    message_id: str
+    # The partial answer's message; absent for a queued run cancelled before it started.
+    message_id: NotRequired[str]
     model: NotRequired[str]
     # Absent in events written before it existed: those were all the user's.
     cancelled_by: NotRequired[CancelledBy]
+
+
+class RunRolledBackData(TypedDict):
+    """The run's input and partial answer leave the history and every later prompt (the
+    log keeps them): appended right after the run's `run.cancelled` (`if_busy: rollback`)."""
+
+    run_id: str
+    message_ids: list[str]
 
 
 class ThreadUpdatedData(TypedDict):
@@ -136,6 +170,8 @@ EventData = (
     | RunCompletedData
     | RunFailedData
     | RunCancelledData
+    | RunQueuedData
+    | RunRolledBackData
     | ThreadUpdatedData
     | ThreadDeletedData
 )
@@ -148,6 +184,8 @@ PAYLOAD_TYPES: dict[str, type] = {
     RUN_COMPLETED: RunCompletedData,
     RUN_FAILED: RunFailedData,
     RUN_CANCELLED: RunCancelledData,
+    RUN_QUEUED: RunQueuedData,
+    RUN_ROLLED_BACK: RunRolledBackData,
     THREAD_UPDATED: ThreadUpdatedData,
     THREAD_DELETED: ThreadDeletedData,
 }
@@ -159,7 +197,7 @@ Check = Callable[[object], bool]
 def _check_for(annotation: object) -> Check:
     """What a field's value must be, as far as its annotation says at its top level: the
     Literal values, None, str, bool, int, float (an int will do), a dict for a dict or a
-    TypedDict (whose own fields are not looked into), anything for Any."""
+    TypedDict and a list for a list (whose items are not looked into), anything for Any."""
     origin = get_origin(annotation)
     if annotation is Any:
         return lambda value: True
@@ -181,6 +219,8 @@ def _check_for(annotation: object) -> Check:
         return lambda value: isinstance(value, int) and not isinstance(value, bool)
     if is_typeddict(annotation) or origin is dict:
         return lambda value: isinstance(value, dict)
+    if origin is list:
+        return lambda value: isinstance(value, list)
     assert isinstance(annotation, type), annotation
     runtime_type = annotation
     return lambda value: isinstance(value, runtime_type)
@@ -272,6 +312,20 @@ def new_event(
 def new_event(
     type_: Literal["run.cancelled"],
     data: RunCancelledData,
+    metadata: dict[str, Any] | None = None,
+    event_id: str | None = None,
+) -> NewEvent: ...
+@overload
+def new_event(
+    type_: Literal["run.queued"],
+    data: RunQueuedData,
+    metadata: dict[str, Any] | None = None,
+    event_id: str | None = None,
+) -> NewEvent: ...
+@overload
+def new_event(
+    type_: Literal["run.rolled_back"],
+    data: RunRolledBackData,
     metadata: dict[str, Any] | None = None,
     event_id: str | None = None,
 ) -> NewEvent: ...

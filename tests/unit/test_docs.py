@@ -90,7 +90,7 @@ def catalogue() -> dict[str, frozenset[str]]:
     names = {
         value
         for name, value in vars(event_types).items()
-        if name.isupper() and isinstance(value, str) and re.fullmatch(r"[a-z]+\.[a-z]+", value)
+        if name.isupper() and isinstance(value, str) and re.fullmatch(r"[a-z]+\.[a-z_]+", value)
     }
     return {name: event_types.REQUIRED_FIELDS.get(name, frozenset()) for name in names}
 

@@ -33,13 +33,13 @@ def event_type_constants() -> dict[str, str]:
     return {
         name: value
         for name, value in vars(types).items()
-        if name.isupper() and isinstance(value, str) and re.fullmatch(r"[a-z]+\.[a-z]+", value)
+        if name.isupper() and isinstance(value, str) and re.fullmatch(r"[a-z]+\.[a-z_]+", value)
     }
 
 
 def test_every_event_type_has_a_payload_type_and_every_payload_type_an_event_type() -> None:
     constants = event_type_constants()
-    assert len(constants) == 8
+    assert len(constants) == 10
     assert set(constants.values()) == set(PAYLOAD_TYPES)
     assert all(is_typeddict(payload) for payload in PAYLOAD_TYPES.values())
     assert len(set(PAYLOAD_TYPES.values())) == len(PAYLOAD_TYPES)
@@ -69,7 +69,9 @@ def test_required_fields_are_the_catalogues() -> None:
             "ttft_ms",
         },
         "run.failed": {"run_id", "error", "partial_content"},
-        "run.cancelled": {"run_id", "message_id"},
+        "run.cancelled": {"run_id"},
+        "run.queued": {"run_id", "model", "params", "messages"},
+        "run.rolled_back": {"run_id", "message_ids"},
         "thread.updated": set(),
         "thread.deleted": set(),
     } == REQUIRED_FIELDS
