@@ -100,3 +100,27 @@ class TooManyActiveRuns(DomainError):
         )
         self.limit = limit
         self.retry_after = retry_after
+
+
+class QueueFull(DomainError):
+    """The thread has as many queued runs as allowed; nothing was appended."""
+
+    # About one answer's time: the queue moves when the active run ends.
+    retry_after = 5.0
+
+    def __init__(self, thread_id: str, limit: int) -> None:
+        super().__init__(
+            f"thread {thread_id} already has {limit} messages waiting for an answer, the "
+            "most allowed; send this one when the thread has caught up"
+        )
+        self.thread_id = thread_id
+
+
+class RunCancelledBeforeStart(DomainError):
+    """The run waited in its thread's queue and was cancelled before it started: there
+    is no answer, not even a partial one."""
+
+    def __init__(self, thread_id: str, run_id: str) -> None:
+        super().__init__(f"run {run_id} of thread {thread_id} was cancelled before it started")
+        self.thread_id = thread_id
+        self.run_id = run_id

@@ -18,7 +18,9 @@ from main_backend.errors import (
     InvalidEvent,
     InvalidRequest,
     NoActiveRun,
+    QueueFull,
     RequestInProgress,
+    RunCancelledBeforeStart,
     RunNotFound,
     ThreadBusy,
     ThreadNotFound,
@@ -40,6 +42,8 @@ _DOMAIN: dict[type[DomainError], tuple[int, str]] = {
     IdempotencyKeyReused: (422, "idempotency_key_reused"),
     RequestInProgress: (409, "request_in_progress"),
     TooManyActiveRuns: (429, "too_many_active_runs"),
+    QueueFull: (429, "queue_full"),
+    RunCancelledBeforeStart: (409, "run_cancelled"),
     Unauthorized: (401, "unauthorized"),
     AdminDisabled: (403, "admin_disabled"),
 }

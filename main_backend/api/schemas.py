@@ -77,6 +77,12 @@ class ChatRequest(_Strict):
     metadata: Metadata | None = None
     expected_version: int | None = Field(default=None, ge=0, le=MAX_VERSION)
     stream: bool = False
+    # 202 at once; the run goes on, to be joined or read whenever the client likes.
+    background: bool = False
+    # What a streaming client's leaving does to its run: nothing, or cancel it.
+    on_disconnect: Literal["continue", "cancel"] = "continue"
+    # What happens when the thread is busy (docs/api.md, double-texting).
+    if_busy: Literal["reject", "enqueue", "interrupt", "rollback"] = "reject"
 
 
 class ThreadCreate(_Strict):
@@ -149,7 +155,7 @@ class RunError(BaseModel):
 
 
 class Run(BaseModel):
-    """One run of a thread. `pending` is reserved for queued runs (none are queued yet)."""
+    """One run of a thread; `pending` while it waits in its thread's queue."""
 
     id: str
     thread_id: str
@@ -208,6 +214,14 @@ class MessageList(BaseModel):
 
 class CancelAccepted(BaseModel):
     run_id: str
+
+
+class RunAccepted(BaseModel):
+    """A background run: where it is now (join its stream or read it to follow it)."""
+
+    thread_id: str
+    run_id: str
+    status: Literal["pending", "running", "completed", "failed", "cancelled"]
 
 
 class ServiceInfo(BaseModel):

@@ -7,7 +7,7 @@ from typing import Any
 
 from main_backend.api.schemas import Message
 from main_backend.conversation.graph import RunDelta, RunEnded, RunStarted
-from main_backend.conversation.streams import RunRestarted, Sent, StreamEvent
+from main_backend.conversation.streams import RunQueued, RunRestarted, Sent, StreamEvent
 from main_backend.metrics import Metrics
 from stubichat_common.sse import PING, sse_event, with_keepalive
 
@@ -17,14 +17,18 @@ async def sse_body(
     ping_seconds: float,
     metrics: Metrics,
     unended: Callable[[], dict[str, Any]] | None = None,
+    *,
+    on_disconnect: Callable[[], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """The events framed with their ids, a ping after each `ping_seconds` of silence.
 
     `unended`, if given, is the error of a stream that stops before the run's end:
     it is sent as a `run.failed` with no id, so a client that resumes after it
-    resumes after the last event it really got.
+    resumes after the last event it really got. `on_disconnect`, if given, is called
+    when the client goes away before the run's end (the stream is closed under it).
     """
     ended = False
+    closed_here = False
     metrics.active_streams.inc()
     try:
         async for sent in with_keepalive(events, ping_seconds):
@@ -34,12 +38,15 @@ async def sse_body(
             name, data = sse_payload(sent.event)
             ended = ended or isinstance(sent.event, RunEnded)
             yield sse_event(name, data, sent.id)
+        closed_here = True
         if not ended and unended is not None:
             yield sse_event(
                 "run.failed", {"error": unended(), "partial_content": "", "version": None}
             )
     finally:
         metrics.active_streams.dec()
+        if not ended and not closed_here and on_disconnect is not None:
+            on_disconnect()
 
 
 def sse_payload(event: StreamEvent) -> tuple[str, dict[str, Any]]:
@@ -47,6 +54,8 @@ def sse_payload(event: StreamEvent) -> tuple[str, dict[str, Any]]:
         return "delta", {"text": event.text}
     if isinstance(event, RunRestarted):
         return "run.restarted", {"attempt": event.attempt}
+    if isinstance(event, RunQueued):
+        return "run.queued", {"thread_id": event.thread_id, "run_id": event.run_id}
     if isinstance(event, RunStarted):
         return "run.started", {
             "thread_id": event.thread_id,
@@ -64,7 +73,11 @@ def sse_payload(event: StreamEvent) -> tuple[str, dict[str, Any]]:
             "version": event.version,
         }
     if event.status == "cancelled":
-        return "run.cancelled", {"message": message, "version": event.version}
+        return "run.cancelled", {
+            "message": message,
+            "version": event.version,
+            "cancelled_by": event.cancelled_by or "user",
+        }
     error = event.error or {}
     code = error.get("code", "internal_error")
     return "run.failed", {

@@ -33,6 +33,8 @@ from loguru import logger
 from main_backend.conversation.ids import (
     answer_message_event_id,
     answer_message_id,
+    input_event_id,
+    rolled_back_event_id,
     run_started_id,
     terminal_event_id,
 )
@@ -47,12 +49,15 @@ from main_backend.events.types import (
     RUN_CANCELLED,
     RUN_COMPLETED,
     RUN_FAILED,
+    RUN_ROLLED_BACK,
+    CancelledBy,
     NewEvent,
     RunCompletedData,
     RunFailedData,
     RunStartedData,
     StoredEvent,
     new_event,
+    read_cancelled_by,
     read_data,
 )
 from main_backend.llm_client import LLMAgentClient, LLMDelta, LLMDone, LLMError
@@ -76,6 +81,8 @@ class TurnContext:
 
     plan: TurnPlan | None = None
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    # Who asked the run to stop, once `cancel` is set.
+    cancel_reason: CancelledBy = "user"
     # Which generation of the run this is: 1, then one more per take-over.
     attempt: int = 1
 
@@ -108,6 +115,7 @@ class RunEnded:
     partial_content: str = ""
     latency_ms: float | None = None
     ttft_ms: float | None = None
+    cancelled_by: CancelledBy | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +178,8 @@ def build_turn_graph(
             outcome = await _generate(stream, runtime.context.cancel, state["model"], recorder.add)
         finally:
             await recorder.stop()
+        if outcome["status"] == "cancelled":
+            outcome["cancelled_by"] = runtime.context.cancel_reason
         return {"outcome": outcome}
 
     async def record_outcome(state: TurnState) -> TurnState:
@@ -271,8 +281,10 @@ async def _generate(
         await iterator.aclose()  # type: ignore[attr-defined]
 
 
-def outcome_events(state: TurnState) -> list[NewEvent]:
-    """The events that end the run: one terminal event, with the answer if there is one."""
+def outcome_events(state: TurnState, inputs: list[str] | None = None) -> list[NewEvent]:
+    """The events that end the run: one terminal event, with the answer if there is one;
+    after a rollback's cancel, the `run.rolled_back` of the answer and `inputs` (the ids
+    of the run's input messages)."""
     run_id, outcome = state["run_id"], state["outcome"]
     metadata = {"request_id": state.get("request_id"), "user": state.get("user")}
     answer = new_event(
@@ -309,7 +321,8 @@ def outcome_events(state: TurnState) -> list[NewEvent]:
             ),
         ]
     if outcome["status"] == "cancelled":
-        return [
+        by = read_cancelled_by(outcome.get("cancelled_by"))
+        ended = [
             answer,
             new_event(
                 RUN_CANCELLED,
@@ -317,13 +330,24 @@ def outcome_events(state: TurnState) -> list[NewEvent]:
                     "run_id": run_id,
                     "message_id": answer_message_id(run_id),
                     "model": model,
-                    # Every cancel today is the user's (POST .../cancel).
-                    "cancelled_by": "user",
+                    "cancelled_by": by,
                 },
                 metadata,
                 terminal_id,
             ),
         ]
+        if by == "rollback":
+            # After the terminal event: `terminal_events` reads it and the answer before it.
+            gone = [*(inputs or []), answer_message_id(run_id)]
+            ended.append(
+                new_event(
+                    RUN_ROLLED_BACK,
+                    {"run_id": run_id, "message_ids": gone},
+                    metadata,
+                    rolled_back_event_id(run_id),
+                )
+            )
+        return ended
     error = outcome["error"]
     return [
         new_event(
@@ -342,19 +366,35 @@ def outcome_events(state: TurnState) -> list[NewEvent]:
 
 async def append_outcome(store: EventStore, state: TurnState) -> RunEnded:
     """Append the run's end (idempotently) and describe it."""
-    thread_id, run_id = state["thread_id"], state["run_id"]
-    events = outcome_events(state)
+    thread_id, run_id, outcome = state["thread_id"], state["run_id"], state["outcome"]
+    inputs = None
+    if outcome["status"] == "cancelled" and outcome.get("cancelled_by") == "rollback":
+        inputs = [m.message_id for m in await recorded_inputs(store, run_id)]
+    events = outcome_events(state, inputs)
     while True:
         version = await store.current_version(thread_id)
         try:
             result = await store.append(thread_id, events, version)
-            return ended_from_events(result.events, state["outcome"].get("error"))
+            return ended_from_events(
+                [e for e in result.events if e.type != RUN_ROLLED_BACK], outcome.get("error")
+            )
         except VersionConflict:
             continue  # a title change landed meanwhile; the ids keep this idempotent
         except EventIdConflict:
             # The run was ended by someone else (closed as interrupted): report that.
             stored = await terminal_events(store, thread_id, run_id)
             return ended_from_events(stored, None)
+
+
+async def recorded_inputs(store: EventStore, run_id: str) -> list[MessageState]:
+    """The messages the run answers, as recorded with its `run.started` (by their ids)."""
+    messages: list[MessageState] = []
+    index = 1
+    while (event := await store.get_event(input_event_id(run_id, index))) is not None:
+        if event.type == MESSAGE_ADDED:
+            messages.append(message_from_event(event))
+        index += 1
+    return messages
 
 
 async def terminal_events(store: EventStore, thread_id: str, run_id: str) -> list[StoredEvent]:
@@ -397,7 +437,8 @@ def ended_from_events(events: list[StoredEvent], error: dict[str, Any] | None) -
             **common,
         )
     if terminal.type == RUN_CANCELLED:
-        return RunEnded("cancelled", message=answer, **common)
+        by = read_cancelled_by(terminal.data.get("cancelled_by"))
+        return RunEnded("cancelled", message=answer, cancelled_by=by, **common)
     failed = read_data(terminal, RunFailedData)
     return RunEnded(
         "failed",

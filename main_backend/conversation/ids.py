@@ -7,7 +7,16 @@ import uuid
 
 
 def run_scoped_id(run_id: str, name: str) -> str:
-    return str(uuid.uuid5(uuid.UUID(run_id), name))
+    return str(uuid.uuid5(_namespace(run_id), name))
+
+
+def _namespace(run_id: str) -> uuid.UUID:
+    # Run ids are UUIDs; one that is not (a stored event written around the checks)
+    # still gets ids of its own, so it can be ended like any run.
+    try:
+        return uuid.UUID(run_id)
+    except ValueError:
+        return uuid.uuid5(uuid.NAMESPACE_OID, run_id)
 
 
 def input_event_id(run_id: str, index: int) -> str:
@@ -16,6 +25,14 @@ def input_event_id(run_id: str, index: int) -> str:
 
 def input_message_id(run_id: str, index: int) -> str:
     return run_scoped_id(run_id, f"input-message-{index}")
+
+
+def run_queued_id(run_id: str) -> str:
+    return run_scoped_id(run_id, "queued")
+
+
+def rolled_back_event_id(run_id: str) -> str:
+    return run_scoped_id(run_id, "rolled-back")
 
 
 def run_started_id(run_id: str) -> str:

@@ -24,7 +24,8 @@ from main_backend.conversation.ids import terminal_event_id
 from main_backend.conversation.tables import run_leases
 from main_backend.db import Database
 from main_backend.errors import TooManyActiveRuns
-from main_backend.events.tables import events, threads
+from main_backend.events.tables import events, runs, threads
+from main_backend.events.types import CancelledBy, read_cancelled_by
 
 # Any fixed number: the first key of the per-user Postgres advisory locks that
 # order lease takes (the two-integer key space is apart from APPEND_LOCK_KEY's).
@@ -169,10 +170,10 @@ class RunLeases:
             )
             return row.resumes + 1 if updated.rowcount == 1 else None
 
-    async def renew(self, run_ids: Collection[str]) -> set[str]:
-        """Extend this replica's leases; returns the runs asked to cancel."""
+    async def renew(self, run_ids: Collection[str]) -> dict[str, CancelledBy]:
+        """Extend this replica's leases; returns the runs asked to cancel, and by whom."""
         if not run_ids:
-            return set()
+            return {}
         async with self.db.writer.begin() as conn:
             await conn.execute(
                 run_leases.update()
@@ -180,18 +181,27 @@ class RunLeases:
                 .values(expires_at=_now() + self.ttl)
             )
             rows = await conn.execute(
-                sa.select(run_leases.c.run_id).where(
+                sa.select(run_leases.c.run_id, run_leases.c.cancel_reason).where(
                     run_leases.c.run_id.in_(run_ids), run_leases.c.cancel_requested
                 )
             )
-            return {row.run_id for row in rows}
+            return {row.run_id: read_cancelled_by(row.cancel_reason) for row in rows}
 
-    async def request_cancel(self, run_id: str, thread_id: str) -> None:
+    async def request_cancel(
+        self, run_id: str, thread_id: str, reason: CancelledBy = "user"
+    ) -> None:
+        """Ask the run to stop, whichever replica drives it. A rollback stays a rollback
+        whatever is asked after it: its request relies on the run's input going."""
         async with self.db.writer.begin() as conn:
             updated = await conn.execute(
                 run_leases.update()
                 .where(run_leases.c.run_id == run_id)
-                .values(cancel_requested=True)
+                .values(
+                    cancel_requested=True,
+                    cancel_reason=sa.case(
+                        (run_leases.c.cancel_reason == "rollback", "rollback"), else_=reason
+                    ),
+                )
             )
             if updated.rowcount == 0:
                 # The run lost its lease row (crash before it was written): an
@@ -204,17 +214,26 @@ class RunLeases:
                         replica_id="",
                         expires_at=_now(),
                         cancel_requested=True,
+                        cancel_reason=reason,
                         resumes=0,
                     )
                 )
 
-    async def is_cancel_requested(self, run_id: str) -> bool:
+    async def cancel_requested(self, run_id: str) -> CancelledBy | None:
+        """Who asked the run to stop, or None if nobody has."""
         async with self.db.engine.connect() as conn:
-            return bool(
-                await conn.scalar(
-                    sa.select(run_leases.c.cancel_requested).where(run_leases.c.run_id == run_id)
+            row = (
+                await conn.execute(
+                    sa.select(run_leases.c.cancel_requested, run_leases.c.cancel_reason).where(
+                        run_leases.c.run_id == run_id
+                    )
                 )
-            )
+            ).first()
+        return (
+            read_cancelled_by(row.cancel_reason)
+            if row is not None and row.cancel_requested
+            else None
+        )
 
     async def expire(self, run_ids: Collection[str]) -> None:
         """Give this replica's runs up now, so another replica takes them over at once."""
@@ -245,6 +264,23 @@ class RunLeases:
         async with self.db.engine.connect() as conn:
             rows = await conn.execute(query)
             return [OrphanRun(row.thread_id, row.active_run_id) for row in rows]
+
+    async def waiting_threads(self, limit: int = 50) -> list[str]:
+        """Threads with a queued run and no active one: their queue waits for a start
+        (its replica died between a run's end and the next start, or the owner was at
+        MAX_ACTIVE_RUNS_PER_USER then)."""
+        query = (
+            sa.select(runs.c.thread_id)
+            .select_from(runs.join(threads, threads.c.thread_id == runs.c.thread_id))
+            # Inlined, so both engines match the partial index ix_runs_pending.
+            .where(
+                runs.c.status == sa.literal_column("'pending'"), threads.c.active_run_id.is_(None)
+            )
+            .distinct()
+            .limit(limit)
+        )
+        async with self.db.engine.connect() as conn:
+            return list((await conn.scalars(query)).all())
 
     async def stale(self, limit: int = 50) -> list[OrphanRun]:
         """Leases expired a lease time ago whose run is not active: its replica died

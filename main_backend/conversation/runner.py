@@ -7,6 +7,12 @@ cancel requests to them, and takes over runs whose replica stopped renewing
 `run.started` event. A run that cannot be resumed is closed as `interrupted`;
 one whose input was never recorded is forgotten, with nothing appended.
 
+A thread's queued runs (`if_busy`) start one at a time: the replica that ends a
+run starts the thread's next one at once, and the sweeper starts the queue of any
+idle thread whose next start never came (its replica died in between, or the
+owner was at MAX_ACTIVE_RUNS_PER_USER). Any replica may try; the run's lease and
+the thread's version let exactly one succeed.
+
 A run that fails here after its input was recorded (the database stopped
 answering mid-run) is handed over at once rather than when its lease would
 expire: its lease is expired and the sweeper looks again every `poll_seconds`
@@ -25,6 +31,7 @@ from typing import Any, cast
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from loguru import logger
+from sqlalchemy.exc import IntegrityError
 
 from main_backend.conversation.checkpoints import prune_thread
 from main_backend.conversation.graph import (
@@ -36,11 +43,17 @@ from main_backend.conversation.graph import (
     append_outcome,
     recorded_input,
 )
-from main_backend.conversation.ids import run_started_id
+from main_backend.conversation.ids import run_queued_id, run_started_id
 from main_backend.conversation.leases import OrphanRun, RunLeases
-from main_backend.conversation.turns import TurnPlan
+from main_backend.conversation.turns import TurnPlan, plan_queued_start, queued_run_end
 from main_backend.db import is_database_unavailable
+from main_backend.errors import InvalidEvent, TooManyActiveRuns, VersionConflict
+from main_backend.events.fold import ThreadState
 from main_backend.events.store import EventStore
+from main_backend.events.types import CancelledBy
+
+# Tries at starting a thread's next queued run while the thread keeps moving.
+START_ATTEMPTS = 5
 
 RunEvent = RunStarted | RunDelta | RunEnded
 
@@ -53,12 +66,13 @@ def checkpoint_key(thread_id: str, run_id: str) -> str:
 class RunHandle:
     """One run as this replica drives it: its events so far, for any number of listeners."""
 
-    def __init__(self, thread_id: str, run_id: str, attempt: int = 1) -> None:
+    def __init__(self, thread_id: str, run_id: str, context: TurnContext) -> None:
         self.thread_id = thread_id
         self.run_id = run_id
         # Which generation of the run this replica drives (streams.py's event ids).
-        self.attempt = attempt
-        self.cancel = asyncio.Event()
+        self.attempt = context.attempt
+        self.context = context
+        self.cancel = context.cancel
         self.events: list[RunEvent] = []
         self.error: BaseException | None = None
         self.finished = False
@@ -142,6 +156,8 @@ class TurnRunner:
         # Runs that failed here with their lease still ours, to hand over at once.
         self._abandoned: set[str] = set()
         self._wake_sweeper = asyncio.Event()
+        # Starts of queued runs in flight (a reference each, so none is collected early).
+        self._starting: set[asyncio.Task[None]] = set()
 
     async def start(self, plan: TurnPlan, request_id: str | None, user: str) -> RunHandle:
         """Start a new run; returns once its input is recorded (or raises why not)."""
@@ -163,8 +179,7 @@ class TurnRunner:
     def _launch(
         self, thread_id: str, run_id: str, state: TurnState | None, context: TurnContext
     ) -> RunHandle:
-        handle = RunHandle(thread_id, run_id, context.attempt)
-        context.cancel = handle.cancel
+        handle = RunHandle(thread_id, run_id, context)
         self.local[run_id] = handle
         handle.task = asyncio.create_task(self._drive(handle, state, context), name=f"run {run_id}")
         return handle
@@ -199,6 +214,8 @@ class TurnRunner:
                 self._abandoned.add(handle.run_id)
                 self._wake_sweeper.set()
             await handle.finish(error)
+            if handle.ended is not None:
+                self.start_queued_soon(handle.thread_id)
 
     async def _stream(
         self, handle: RunHandle, state: TurnState | None, config: Any, context: TurnContext
@@ -223,11 +240,76 @@ class TurnRunner:
         await prune_thread(self.checkpointer, checkpoint_key(thread_id, run_id))
         await self.leases.release(run_id)
 
-    def request_local_cancel(self, run_id: str) -> bool:
+    def request_local_cancel(self, run_id: str, reason: CancelledBy = "user") -> bool:
         handle = self.local.get(run_id)
-        if handle is not None:
+        if handle is not None and not handle.cancel.is_set():
+            handle.context.cancel_reason = reason
             handle.cancel.set()
+        elif handle is not None and reason == "rollback":
+            handle.context.cancel_reason = reason  # a rollback stays one (leases.py)
         return handle is not None
+
+    # Queued runs -------------------------------------------------------------------------
+
+    def start_queued_soon(self, thread_id: str) -> None:
+        """Start the thread's next queued run, if it has one and is idle, in the background."""
+        task = asyncio.create_task(self._start_queued_logged(thread_id), name="start queued run")
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+
+    async def _start_queued_logged(self, thread_id: str) -> None:
+        try:
+            await self.start_queued(thread_id)
+        except Exception as exc:
+            # The sweeper looks again (waiting_threads) once the database answers.
+            logger.warning("could not start the next queued run of thread {}: {}", thread_id, exc)
+
+    async def start_queued(self, thread_id: str) -> RunHandle | None:
+        """Start the oldest queued run of the thread if the thread is idle: its input is
+        recorded now, as a run's. None when there is nothing to start, or another replica
+        started it, or the owner is at MAX_ACTIVE_RUNS_PER_USER (the sweeper tries again)."""
+        for _ in range(START_ATTEMPTS):
+            thread = await self.store.get_thread(thread_id)
+            if thread is None or thread.active_run_id is not None or not thread.queued_run_ids:
+                return None
+            run_id = thread.queued_run_ids[0]
+            if run_id in self.local:
+                return None
+            try:
+                plan = await self._queued_plan(thread, run_id)
+                if plan is None:
+                    continue  # closed: look at the next one
+                return await self.start(plan, plan.request_id, thread.owner)
+            except VersionConflict:
+                continue  # the thread moved (a cancel, another queued run): look again
+            except IntegrityError:
+                return None  # another replica holds the run's lease: it is starting it
+            except TooManyActiveRuns:
+                logger.info("queued run {} waits: its owner is at the cap of runs", run_id)
+                return None
+        return None
+
+    async def _queued_plan(self, thread: ThreadState, run_id: str) -> TurnPlan | None:
+        """The plan that starts the queued run, or None once it is closed instead: its
+        thread was deleted (cancelled) or its stored input cannot be read (failed)."""
+        if thread.deleted:
+            await self._end_queued(thread, run_id, None)
+            return None
+        queued = await self.store.get_event(run_queued_id(run_id))
+        try:
+            if queued is None or queued.thread_id != thread.thread_id:
+                raise InvalidEvent(f"queued run {run_id} has no run.queued event")
+            return plan_queued_start(thread, queued)
+        except InvalidEvent as exc:
+            logger.error("queued run {} cannot start and is closed: {}", run_id, exc)
+            await self._end_queued(thread, run_id, str(exc))
+            return None
+
+    async def _end_queued(self, thread: ThreadState, run_id: str, problem: str | None) -> None:
+        """Close a queued run that will never start: cancelled (its thread was deleted)
+        or failed (its stored input cannot be read)."""
+        event = queued_run_end(run_id, {"request_id": None, "user": None}, problem)
+        await self.store.append(thread.thread_id, [event], thread.version)
 
     # Background loops -------------------------------------------------------------------
 
@@ -260,8 +342,8 @@ class TurnRunner:
         while True:
             await asyncio.sleep(self.poll_seconds)
             try:
-                for run_id in await self.leases.renew(list(self.local)):
-                    self.request_local_cancel(run_id)
+                for run_id, reason in (await self.leases.renew(list(self.local))).items():
+                    self.request_local_cancel(run_id, reason)
             except Exception:
                 logger.exception("could not renew run leases")
 
@@ -272,6 +354,7 @@ class TurnRunner:
                 await self._hand_over_abandoned()
                 await self.resume_orphans()
                 await self.collect_stale()
+                await self.start_waiting()
             except Exception as exc:
                 failed = True
                 if is_database_unavailable(exc):
@@ -309,6 +392,13 @@ class TurnRunner:
                 self._abandoned.add(orphan.run_id)
                 raise
         return resumed
+
+    async def start_waiting(self) -> int:
+        """Start the queues of idle threads whose next start never came."""
+        started = 0
+        for thread_id in await self.leases.waiting_threads():
+            started += await self.start_queued(thread_id) is not None
+        return started
 
     async def collect_stale(self) -> int:
         """Forget the runs whose replica died before their input was recorded (nothing
@@ -357,9 +447,9 @@ class TurnRunner:
             if (user := started.metadata.get("user")) is not None:
                 state["user"] = user
         # Each take-over that generates again is the answer's next attempt.
-        handle = self._launch(thread_id, run_id, state, TurnContext(attempt=resumes + 1))
-        if await self.leases.is_cancel_requested(run_id):
-            handle.cancel.set()
+        self._launch(thread_id, run_id, state, TurnContext(attempt=resumes + 1))
+        if (reason := await self.leases.cancel_requested(run_id)) is not None:
+            self.request_local_cancel(run_id, reason)
 
     async def _close_interrupted(self, thread_id: str, run_id: str) -> None:
         logger.error("closing run {} of thread {} as interrupted", run_id, thread_id)

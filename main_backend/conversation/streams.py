@@ -2,6 +2,7 @@
 
 Ids (opaque to clients, but built so that any replica can resume after one):
 
+- `queued`: `run.queued`, first for a run that waited in its thread's queue;
 - `start`: `run.started`;
 - `<attempt>-<offset>`: a `delta` whose text ends at `offset` characters of the
   answer that the run's `attempt`-th generation writes, and `run.restarted`
@@ -26,19 +27,28 @@ from main_backend.conversation.graph import (
     RunEnded,
     RunStarted,
     ended_from_events,
+    recorded_inputs,
     terminal_events,
 )
-from main_backend.conversation.ids import input_event_id, run_started_id
+from main_backend.conversation.ids import run_queued_id, run_started_id, terminal_event_id
 from main_backend.conversation.progress import RunProgress
 from main_backend.conversation.runs import owned_run
 from main_backend.errors import InvalidRequest, RunNotFound
-from main_backend.events.fold import MessageState, message_from_event
 from main_backend.events.store import EventStore
-from main_backend.events.types import MESSAGE_ADDED
+from main_backend.events.types import StoredEvent
 
+QUEUED_ID = "queued"
 START_ID = "start"
 END_ID = "end"
 _DELTA_ID = re.compile(r"([1-9][0-9]{0,8})-(0|[1-9][0-9]{0,11})")
+
+
+@dataclass(frozen=True, slots=True)
+class RunQueued:
+    """The run waits in its thread's queue; `run.started` follows when its turn comes."""
+
+    thread_id: str
+    run_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +58,7 @@ class RunRestarted:
     attempt: int
 
 
-StreamEvent = RunStarted | RunDelta | RunRestarted | RunEnded
+StreamEvent = RunQueued | RunStarted | RunDelta | RunRestarted | RunEnded
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +78,7 @@ class Cursor:
     attempt: int | None = None
     offset: int = 0
     ended: bool = False
+    queued: bool = False
 
 
 def delta_id(attempt: int, offset: int) -> str:
@@ -78,6 +89,8 @@ def parse_event_id(event_id: str | None) -> Cursor:
     """The cursor after the event with this id (None: before the first event)."""
     if event_id is None:
         return Cursor()
+    if event_id == QUEUED_ID:
+        return Cursor(queued=True)
     if event_id == START_ID:
         return Cursor(started=True)
     if event_id == END_ID:
@@ -85,7 +98,8 @@ def parse_event_id(event_id: str | None) -> Cursor:
     match = _DELTA_ID.fullmatch(event_id)
     if match is None:
         raise InvalidRequest(
-            "Last-Event-ID must be an id this stream sent: start, end or <attempt>-<offset>",
+            "Last-Event-ID must be an id this stream sent: queued, start, end or "
+            "<attempt>-<offset>",
             "Last-Event-ID",
         )
     return Cursor(True, int(match[1]), int(match[2]))
@@ -95,7 +109,9 @@ async def with_ids(events: AsyncIterator[StreamEvent], attempt: int) -> AsyncIte
     """The events of one attempt as its driving replica relays them, with their ids."""
     offset = 0
     async for event in events:
-        if isinstance(event, RunStarted):
+        if isinstance(event, RunQueued):
+            yield Sent(QUEUED_ID, event)
+        elif isinstance(event, RunStarted):
             yield Sent(START_ID, event)
         elif isinstance(event, RunDelta):
             offset += len(event.text)
@@ -131,17 +147,33 @@ class RunStreams:
         # Another user's run is not found, like one that never was (as on the run routes).
         await owned_run(self.store, user, thread_id, run_id)
         started = await self.store.get_event(run_started_id(run_id))
-        if started is None or started.thread_id != thread_id:
+        if started is None and await self.store.get_event(run_queued_id(run_id)) is None:
             raise RunNotFound(thread_id, run_id)
-        return self._follow(thread_id, run_id, started.version, cursor)
+        if started is not None and started.thread_id != thread_id:
+            raise RunNotFound(thread_id, run_id)
+        return self._follow(thread_id, run_id, started, cursor)
+
+    async def wait_ended(self, thread_id: str, run_id: str) -> RunEnded:
+        """The run's end, once the log has it (whichever replica drives the run)."""
+        while True:
+            stored = await terminal_events(self.store, thread_id, run_id)
+            if stored:
+                return ended_from_events(stored, None)
+            await asyncio.sleep(self.poll_seconds)
 
     async def _follow(
-        self, thread_id: str, run_id: str, version: int, cursor: Cursor
+        self, thread_id: str, run_id: str, started: StoredEvent | None, cursor: Cursor
     ) -> AsyncIterator[Sent]:
         if cursor.ended:
             return
         if not cursor.started:
-            yield Sent(START_ID, RunStarted(thread_id, run_id, version, await self._inputs(run_id)))
+            if started is None:  # queued: wait for its turn
+                if not cursor.queued:
+                    yield Sent(QUEUED_ID, RunQueued(thread_id, run_id))
+                started = await self._wait_start(run_id)
+            if started is not None:
+                inputs = await recorded_inputs(self.store, run_id)
+                yield Sent(START_ID, RunStarted(thread_id, run_id, started.version, inputs))
         attempt, offset = cursor.attempt, cursor.offset
         while True:
             stored = await terminal_events(self.store, thread_id, run_id)
@@ -173,12 +205,11 @@ class RunStreams:
                     offset = len(progress.text)
             await asyncio.sleep(self.poll_seconds)
 
-    async def _inputs(self, run_id: str) -> list[MessageState]:
-        """The messages the run answers, as its `run.started` event listed them."""
-        messages: list[MessageState] = []
-        index = 1
-        while (event := await self.store.get_event(input_event_id(run_id, index))) is not None:
-            if event.type == MESSAGE_ADDED:
-                messages.append(message_from_event(event))
-            index += 1
-        return messages
+    async def _wait_start(self, run_id: str) -> StoredEvent | None:
+        """A queued run's `run.started` once it is appended; None if the run ended first
+        (cancelled while queued)."""
+        while (started := await self.store.get_event(run_started_id(run_id))) is None:
+            if await self.store.get_event(terminal_event_id(run_id)) is not None:
+                return None
+            await asyncio.sleep(self.poll_seconds)
+        return started

@@ -9,20 +9,48 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from main_backend.conversation.ids import input_event_id, input_message_id, run_started_id
-from main_backend.errors import InvalidRequest, ThreadBusy, ThreadNotFound, VersionConflict
+from main_backend.conversation.ids import (
+    input_event_id,
+    input_message_id,
+    run_queued_id,
+    run_started_id,
+    terminal_event_id,
+)
+from main_backend.errors import (
+    InvalidEvent,
+    InvalidRequest,
+    QueueFull,
+    ThreadBusy,
+    ThreadNotFound,
+    VersionConflict,
+)
 from main_backend.events.fold import ThreadState
 from main_backend.events.store import EventStore
 from main_backend.events.types import (
     MESSAGE_ADDED,
+    RUN_CANCELLED,
+    RUN_FAILED,
+    RUN_QUEUED,
     RUN_STARTED,
     THREAD_CREATED,
+    CancelledBy,
     MessageRole,
     NewEvent,
+    RunQueuedData,
+    StoredEvent,
     new_event,
+    read_data,
 )
+from main_backend.values import MAX_QUEUED_RUNS
+
+# What a request does when its thread is busy (a run active or queued): refuse it
+# (409 thread_busy), queue it behind the others, or queue it and stop the active run,
+# keeping its partial answer (interrupt) or taking its input and answer out of the
+# history (rollback).
+IfBusy = Literal["reject", "enqueue", "interrupt", "rollback"]
+STOPS_ACTIVE: dict[IfBusy, CancelledBy] = {"interrupt": "interrupt", "rollback": "rollback"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +73,7 @@ class ChatCommand:
     metadata: dict[str, Any] | None = None
     expected_version: int | None = None
     request_id: str | None = None
+    if_busy: IfBusy = "reject"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +86,28 @@ class TurnPlan:
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def request_id(self) -> str | None:
+        """The request that asked for the run (its events' metadata)."""
+        request_id = self.events[-1].metadata.get("request_id")
+        return request_id if isinstance(request_id, str) else None
+
+    @property
     def prompt_version(self) -> int:
         """The version of the last input event: the prompt is the log up to it."""
         return self.expected_version + len(self.events) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePlan:
+    """A run for a busy thread: its `run.queued` event, and the active run to stop
+    first (with why) for `interrupt` and `rollback`."""
+
+    thread_id: str
+    run_id: str
+    expected_version: int
+    event: NewEvent
+    stop_run_id: str | None = None
+    stop_reason: CancelledBy | None = None
 
 
 def new_run_id() -> str:
@@ -74,7 +122,9 @@ async def owned_thread(store: EventStore, thread_id: str, user: str) -> ThreadSt
     return thread
 
 
-async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> TurnPlan:
+async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> TurnPlan | QueuePlan:
+    """The run's events if it can start now, else (its thread busy) its place in the
+    queue, or why it can do neither."""
     metadata = {"request_id": command.request_id, "user": command.user}
     if command.thread_id is None:
         if not command.messages:
@@ -103,13 +153,81 @@ async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> Tur
                 raise InvalidRequest(f"{name} can only be given for a new thread", name)
         if command.expected_version is not None and command.expected_version != thread.version:
             raise VersionConflict(thread.thread_id, command.expected_version, thread.version)
-        if thread.active_run_id is not None:
-            raise ThreadBusy(thread.thread_id, thread.active_run_id)
+        if thread.active_run_id is not None or thread.queued_run_ids:
+            if command.if_busy == "reject":
+                raise ThreadBusy(thread.thread_id, thread.active_run_id)
+            return _queue_plan(thread, command, run_id, metadata)
         if command.messages:
             _require_user_last(command)
         else:
             await _require_unanswered_question(store, thread)
         thread_id, expected_version, head = thread.thread_id, thread.version, []
+    params = {"temperature": command.temperature, "max_tokens": command.max_tokens}
+    return _start_plan(
+        thread_id, run_id, expected_version, head, command.messages, command.model, params, metadata
+    )
+
+
+def plan_queued_start(thread: ThreadState, queued: StoredEvent) -> TurnPlan:
+    """The events that start a queued run now that its thread is idle: its input,
+    recorded only now so the history alternates question and answer, then `run.started`.
+    Raises `InvalidEvent` when the stored `run.queued` cannot be read."""
+    data = read_data(queued, RunQueuedData)
+    messages = [_queued_message(m) for m in data["messages"]]
+    return _start_plan(
+        thread.thread_id,
+        data["run_id"],
+        thread.version,
+        [],
+        messages,
+        data["model"],
+        dict(data["params"]),
+        dict(queued.metadata),
+    )
+
+
+def queued_run_end(run_id: str, metadata: dict[str, Any], problem: str | None) -> NewEvent:
+    """The end of a queued run that never started: cancelled, or failed with `problem`
+    (its stored input cannot be read). Its only event besides its `run.queued`."""
+    if problem is None:
+        return new_event(
+            RUN_CANCELLED,
+            {"run_id": run_id, "cancelled_by": "user"},
+            metadata,
+            terminal_event_id(run_id),
+        )
+    return new_event(
+        RUN_FAILED,
+        {
+            "run_id": run_id,
+            "error": {"code": "internal_error", "message": problem},
+            "partial_content": "",
+        },
+        metadata,
+        terminal_event_id(run_id),
+    )
+
+
+def _queued_message(value: object) -> ChatMessage:
+    if (
+        not isinstance(value, dict)
+        or value.get("role") not in ("user", "assistant", "system")
+        or not isinstance(value.get("content"), str)
+    ):
+        raise InvalidEvent("a queued message is not a {role, content} object")
+    return ChatMessage(value["role"], value["content"])
+
+
+def _start_plan(
+    thread_id: str,
+    run_id: str,
+    expected_version: int,
+    head: list[NewEvent],
+    inputs: list[ChatMessage],
+    model: str,
+    params: dict[str, Any],
+    metadata: dict[str, Any],
+) -> TurnPlan:
     messages = [
         new_event(
             MESSAGE_ADDED,
@@ -123,23 +241,54 @@ async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> Tur
             metadata,
             input_event_id(run_id, i + 1),
         )
-        for i, m in enumerate(command.messages)
+        for i, m in enumerate(inputs)
     ]
-    params = {"temperature": command.temperature, "max_tokens": command.max_tokens}
     prompt_version = expected_version + len(head) + len(messages)
     started = new_event(
         RUN_STARTED,
         {
             "run_id": run_id,
-            "model": command.model,
+            "model": model,
             "params": params,
             "prompt_version": prompt_version,
         },
         metadata,
         run_started_id(run_id),
     )
-    return TurnPlan(
-        thread_id, run_id, expected_version, [*head, *messages, started], command.model, params
+    return TurnPlan(thread_id, run_id, expected_version, [*head, *messages, started], model, params)
+
+
+def _queue_plan(
+    thread: ThreadState, command: ChatCommand, run_id: str, metadata: dict[str, Any]
+) -> QueuePlan:
+    if not command.messages:
+        raise InvalidRequest(
+            "a message for a busy thread needs messages: only an idle thread retries its "
+            "unanswered question",
+            "messages",
+        )
+    _require_user_last(command)
+    if len(thread.queued_run_ids) >= MAX_QUEUED_RUNS:
+        raise QueueFull(thread.thread_id, MAX_QUEUED_RUNS)
+    event = new_event(
+        RUN_QUEUED,
+        {
+            "run_id": run_id,
+            "model": command.model,
+            "params": {"temperature": command.temperature, "max_tokens": command.max_tokens},
+            "messages": [{"role": m.role, "content": m.content} for m in command.messages],
+        },
+        metadata,
+        run_queued_id(run_id),
+    )
+    reason = STOPS_ACTIVE.get(command.if_busy)
+    return QueuePlan(
+        thread.thread_id,
+        run_id,
+        thread.version,
+        event,
+        thread.active_run_id if reason is not None else None,
+        reason,
     )
 
 

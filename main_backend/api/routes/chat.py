@@ -9,23 +9,30 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from main_backend.api.deps import ChatDep, MetricsDep, RequestIdDep, SettingsDep, UserDep
+from main_backend.api.deps import (
+    ChatDep,
+    MetricsDep,
+    RequestIdDep,
+    SettingsDep,
+    StreamsDep,
+    UserDep,
+)
 from main_backend.api.errors import (
     database_unavailable_response,
     error_responses,
     run_error_status,
 )
 from main_backend.api.routes.runs import stream_location
-from main_backend.api.schemas import ChatRequest, ChatResponse, Message, Usage
+from main_backend.api.schemas import ChatRequest, ChatResponse, Message, RunAccepted, Usage
 from main_backend.api.streaming import sse_body
-from main_backend.conversation.chat import Repeat
+from main_backend.conversation.chat import Accepted, ChatService, Repeat
 from main_backend.conversation.graph import RunDelta, RunEnded, RunStarted
 from main_backend.conversation.idempotency import request_hash
 from main_backend.conversation.runner import RunEvent, RunHandle
-from main_backend.conversation.streams import with_ids
+from main_backend.conversation.streams import RunStreams, Sent, with_ids
 from main_backend.conversation.turns import ChatCommand, ChatMessage
 from main_backend.db import is_database_unavailable
-from main_backend.errors import InvalidRequest
+from main_backend.errors import InvalidRequest, RunCancelledBeforeStart
 from main_backend.llm_client import LLM_CODES
 from main_backend.metrics import Metrics
 from main_backend.settings import Settings
@@ -53,9 +60,14 @@ _ERRORS = error_responses(
     "idempotency_key_reused",
     *LLM_CODES,
     "too_many_active_runs",
+    "queue_full",
+    "run_cancelled",
     "database_unavailable",
 )
 _SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
+_BACKGROUND: dict[int | str, dict[str, Any]] = {
+    202: {"model": RunAccepted, "description": "background: the run is accepted"}
+}
 
 
 def to_command(
@@ -82,7 +94,11 @@ def to_command(
         metadata=body.metadata,
         expected_version=body.expected_version,
         request_id=request_id,
+        if_busy=body.if_busy,
     )
+
+
+Started = RunHandle | Repeat | Accepted
 
 
 async def _start(
@@ -92,29 +108,45 @@ async def _start(
     settings: Settings,
     request_id: str | None,
     key: str | None,
-) -> RunHandle | Repeat:
+    streamed: bool,
+) -> Started:
+    if body.background and streamed:
+        raise InvalidRequest(
+            "a background run answers 202 at once: join its stream at the Location it "
+            "gives instead of asking for a stream",
+            "background",
+        )
     command = to_command(body, user, settings, request_id)
-    digest = request_hash(body.model_dump(mode="json", exclude={"stream"}))
-    return await chat.start(command, key, digest)
+    digest = request_hash(body.model_dump(mode="json", exclude={"stream", "on_disconnect"}))
+    return await chat.start(command, key, digest, background=body.background)
 
 
-@router.post("/chat/", response_model=ChatResponse, responses={**_SSE, **_ERRORS})
+@router.post("/chat/", response_model=ChatResponse, responses={**_SSE, **_BACKGROUND, **_ERRORS})
 async def chat_turn(
     request: Request,
     response: Response,
     body: ChatBody,
     user: UserDep,
     chat: ChatDep,
+    streams: StreamsDep,
     settings: SettingsDep,
     metrics: MetricsDep,
     request_id: RequestIdDep,
     idempotency_key: IdempotencyKey = None,
 ) -> ChatResponse | JSONResponse | StreamingResponse:
-    """Answer the thread's newest user message (`"stream": true` streams it)."""
-    started = await _start(body, user, chat, settings, request_id, idempotency_key)
+    """Answer the thread's newest user message (`"stream": true` streams it;
+    `"background": true` answers 202 at once)."""
+    started = await _start(body, user, chat, settings, request_id, idempotency_key, body.stream)
+    if body.background:
+        return _accepted(started)
     if body.stream:
-        return _sse_response(started, settings, metrics)
-    ended = started.ended if isinstance(started, Repeat) else await started.wait_ended()
+        return await _sse_response(started, body, user, chat, streams, settings, metrics)
+    if isinstance(started, Accepted):  # queued: its end comes from whichever replica
+        ended: RunEnded | None = await streams.wait_ended(started.thread_id, started.run_id)
+    else:
+        ended = started.ended if isinstance(started, Repeat) else await started.wait_ended()
+    if ended is not None and ended.status == "cancelled" and ended.message is None:
+        raise RunCancelledBeforeStart(ended.thread_id, ended.run_id)
     if ended is None:
         error = started.error if isinstance(started, RunHandle) else None
         if error is not None and is_database_unavailable(error):
@@ -133,14 +165,37 @@ async def chat_stream(
     body: ChatBody,
     user: UserDep,
     chat: ChatDep,
+    streams: StreamsDep,
     settings: SettingsDep,
     metrics: MetricsDep,
     request_id: RequestIdDep,
     idempotency_key: IdempotencyKey = None,
 ) -> StreamingResponse:
-    """SSE: `run.started`, `delta`s, then one of `run.completed`, `run.failed`, `run.cancelled`."""
-    started = await _start(body, user, chat, settings, request_id, idempotency_key)
-    return _sse_response(started, settings, metrics)
+    """SSE: (`run.queued`), `run.started`, `delta`s, then one of `run.completed`,
+    `run.failed`, `run.cancelled`."""
+    started = await _start(body, user, chat, settings, request_id, idempotency_key, True)
+    return await _sse_response(started, body, user, chat, streams, settings, metrics)
+
+
+def _accepted(started: Started) -> JSONResponse:
+    status: Any
+    if isinstance(started, Repeat):
+        thread_id, run_id, status = (
+            started.ended.thread_id,
+            started.ended.run_id,
+            started.ended.status,
+        )
+    elif isinstance(started, Accepted):
+        thread_id, run_id, status = started.thread_id, started.run_id, started.status
+    else:
+        thread_id, run_id = started.thread_id, started.run_id
+        status = "running" if started.ended is None else started.ended.status
+    accepted = RunAccepted(thread_id=thread_id, run_id=run_id, status=status)
+    return JSONResponse(
+        accepted.model_dump(mode="json"),
+        status_code=202,
+        headers={"Location": stream_location(thread_id, run_id)},
+    )
 
 
 def _chat_response(ended: RunEnded) -> ChatResponse:
@@ -174,16 +229,37 @@ def _failed_response(request: Request, ended: RunEnded) -> JSONResponse:
     )
 
 
-def _sse_response(
-    started: RunHandle | Repeat, settings: Settings, metrics: Metrics
+async def _sse_response(
+    started: Started,
+    body: ChatRequest,
+    user: str,
+    chat: ChatService,
+    streams: RunStreams,
+    settings: Settings,
+    metrics: Metrics,
 ) -> StreamingResponse:
-    thread_id, run_id = (
-        (started.ended.thread_id, started.ended.run_id)
-        if isinstance(started, Repeat)
-        else (started.thread_id, started.run_id)
-    )
+    if isinstance(started, Repeat):
+        thread_id, run_id = started.ended.thread_id, started.ended.run_id
+        body_events = sse_body(
+            with_ids(_replayed(started), started.attempt), settings.sse_ping_seconds, metrics
+        )
+    else:
+        thread_id, run_id = started.thread_id, started.run_id
+        events: AsyncIterator[Sent]
+        if isinstance(started, Accepted):
+            events = await streams.open(user, thread_id, run_id, None)
+        else:
+            events = with_ids(started.follow(), started.attempt)
+        left = partial(chat.cancel_soon, user, thread_id, run_id)
+        body_events = sse_body(
+            events,
+            settings.sse_ping_seconds,
+            metrics,
+            partial(_unrecorded_error, started),
+            on_disconnect=left if body.on_disconnect == "cancel" else None,
+        )
     return StreamingResponse(
-        _sse(started, settings.sse_ping_seconds, metrics),
+        body_events,
         media_type="text/event-stream",
         headers={**SSE_HEADERS, "Location": stream_location(thread_id, run_id)},
     )
@@ -197,20 +273,7 @@ async def _replayed(repeat: Repeat) -> AsyncIterator[RunEvent]:
     yield ended
 
 
-def _sse(
-    started: RunHandle | Repeat, ping_seconds: float, metrics: Metrics
-) -> AsyncIterator[bytes]:
-    if isinstance(started, Repeat):
-        return sse_body(with_ids(_replayed(started), started.attempt), ping_seconds, metrics)
-    return sse_body(
-        with_ids(started.follow(), started.attempt),
-        ping_seconds,
-        metrics,
-        partial(_unrecorded_error, started),
-    )
-
-
-def _unrecorded_error(started: RunHandle | Repeat) -> dict[str, Any]:
+def _unrecorded_error(started: Started) -> dict[str, Any]:
     """Why a run's stream ends without its end: the database, or anything else."""
     if isinstance(started, RunHandle) and is_database_unavailable(started.error):
         return {

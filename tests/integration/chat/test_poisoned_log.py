@@ -7,6 +7,7 @@ type needs are skipped by the fold and logged."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -92,6 +93,9 @@ def test_odd_rows_in_the_log_and_the_read_models_never_make_reads_fail(
         ("thread.updated", '{"metadata": [1, 2]}'),
         ("thread.updated", '{"title": ' + odd_text + ', "metadata": {"k": ' + odd_text + "}}"),
         ("run.started", '{"model": "no run id"}'),
+        ("run.queued", '{"model": "no run id", "messages": []}'),
+        ("run.rolled_back", '{"run_id": "r", "message_ids": "m-odd"}'),
+        ("run.rolled_back", '{"run_id": "r", "message_ids": [5, null, {"k": 1}]}'),
         ("run.completed", "[1, 2, 3]"),
     ]
     for offset, (type_, data) in enumerate(odd_rows, start=1):
@@ -180,3 +184,36 @@ def test_odd_rows_in_the_log_and_the_read_models_never_make_reads_fail(
     # A fork copies the history as the fold reads it (the odd text repaired).
     fork = backend.post(f"/threads/{thread_id}/fork")
     assert fork.status_code == 201, fork.text
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"run_id": "not-a-uuid", "model": "m", "params": {}, "messages": "no list"}',
+        json.dumps(
+            {"run_id": str(uuid.uuid4()), "model": "m", "params": {}, "messages": [{"role": 1}]}
+        ),
+    ],
+)
+def test_a_queued_run_that_cannot_start_is_closed_and_the_thread_goes_on(
+    backend: httpx.Client, database_url: str, upstream: FakeOpenAI, data: str
+) -> None:
+    first = backend.post("/chat/", json=ask("first question")).json()
+    thread_id, version = first["thread_id"], first["version"]
+    insert_event(database_url, thread_id, version + 1, "run.queued", data)
+    rebuild = backend.post("/admin/projections/rebuild", headers=ADMIN)
+    assert rebuild.status_code == 200, rebuild.text
+    # The sweeper finds the queue waiting on an idle thread and closes the odd run.
+    deadline = time.monotonic() + 20
+    while backend.get(f"/threads/{thread_id}").json()["status"] == "busy":
+        assert time.monotonic() < deadline, "the odd queued run kept the thread busy"
+        time.sleep(0.1)
+    runs = backend.get(f"/threads/{thread_id}/runs").json()["runs"]
+    assert [(r["status"], (r["error"] or {}).get("code")) for r in runs] == [
+        ("failed", "internal_error"),
+        ("completed", None),
+    ]
+    turn = backend.post("/chat/", json=ask("still there?", thread_id=thread_id))
+    assert turn.status_code == 200, turn.text
+    verify = backend.get("/admin/projections/verify", headers=ADMIN).json()
+    assert verify == {"ok": True, "mismatches": []}

@@ -9,7 +9,7 @@ import pytest
 
 from main_backend.conversation.chat import ChatService
 from main_backend.conversation.checkpoints import open_checkpointer
-from main_backend.conversation.graph import TurnDeps, build_turn_graph
+from main_backend.conversation.graph import TurnContext, TurnDeps, build_turn_graph
 from main_backend.conversation.idempotency import IdempotencyKeys
 from main_backend.conversation.leases import RunLeases
 from main_backend.conversation.progress import RunProgress
@@ -50,17 +50,29 @@ async def test_cancel_reaches_a_run_driven_elsewhere_through_its_lease(
     chat: ChatService, store: EventStore
 ) -> None:
     thread_id, run_id = await thread(store, "alice", running=True)
-    assert not await chat.runner.leases.is_cancel_requested(run_id)
+    assert not await chat.runner.leases.cancel_requested(run_id)
     assert await chat.cancel("alice", thread_id) == run_id
-    assert await chat.runner.leases.is_cancel_requested(run_id)
+    assert await chat.runner.leases.cancel_requested(run_id)
 
 
 async def test_cancel_stops_a_run_driven_here_at_once(chat: ChatService, store: EventStore) -> None:
     thread_id, run_id = await thread(store, "alice", running=True)
-    handle = chat.runner.local[run_id] = RunHandle(thread_id, run_id)
+    handle = chat.runner.local[run_id] = RunHandle(thread_id, run_id, TurnContext())
     assert await chat.cancel("alice", thread_id) == run_id
-    assert handle.cancel.is_set()
-    assert await chat.runner.leases.is_cancel_requested(run_id)
+    assert handle.cancel.is_set() and handle.context.cancel_reason == "user"
+    assert await chat.runner.leases.cancel_requested(run_id) == "user"
+
+
+async def test_a_rollback_request_is_not_downgraded_by_a_later_cancel(
+    chat: ChatService, store: EventStore
+) -> None:
+    thread_id, run_id = await thread(store, "alice", running=True)
+    handle = chat.runner.local[run_id] = RunHandle(thread_id, run_id, TurnContext())
+    await chat.runner.leases.request_cancel(run_id, thread_id, "rollback")
+    chat.runner.request_local_cancel(run_id, "rollback")
+    assert await chat.cancel("alice", thread_id) == run_id
+    assert handle.context.cancel_reason == "rollback"
+    assert await chat.runner.leases.cancel_requested(run_id) == "rollback"
 
 
 async def test_a_thread_without_an_active_run_has_nothing_to_cancel(
@@ -75,4 +87,4 @@ async def test_another_users_run_is_not_found(chat: ChatService, store: EventSto
     thread_id, run_id = await thread(store, "alice", running=True)
     with pytest.raises(ThreadNotFound):
         await chat.cancel("bob", thread_id)
-    assert not await chat.runner.leases.is_cancel_requested(run_id)
+    assert not await chat.runner.leases.cancel_requested(run_id)
