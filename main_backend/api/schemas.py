@@ -119,6 +119,16 @@ class Message(BaseModel):
         )
 
 
+class ReplayedMessage(Message):
+    """A message as the admin replay shows it: rolled-back ones too, marked."""
+
+    rolled_back: bool
+
+    @classmethod
+    def of(cls, message: MessageState) -> ReplayedMessage:
+        return cls(**Message.of(message).model_dump(), rolled_back=message.rolled_back)
+
+
 class Thread(BaseModel):
     id: str
     title: str | None
@@ -318,7 +328,7 @@ class ReplayPrompt(BaseModel):
 class ReplayResponse(BaseModel):
     at_version: int
     thread: Thread
-    messages: list[Message]
+    messages: list[ReplayedMessage]
     prompt: ReplayPrompt
 
 

@@ -14,10 +14,10 @@ from main_backend.api.schemas import (
     AssistantAnswer,
     Event,
     EventFeed,
-    Message,
     PromptMessage,
     PromptParams,
     RebuildResponse,
+    ReplayedMessage,
     ReplayPrompt,
     ReplayRequest,
     ReplayResponse,
@@ -92,7 +92,7 @@ async def replay(
     return ReplayResponse(
         at_version=found.at_version,
         thread=Thread.of(found.thread),
-        messages=[Message.of(m) for m in found.messages],
+        messages=[ReplayedMessage.of(m) for m in found.messages],
         prompt=_prompt(found, found.model, found.params),
     )
 

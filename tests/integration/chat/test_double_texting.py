@@ -150,6 +150,22 @@ def test_a_streaming_client_that_leaves_cancels_its_run_only_if_it_asked(
         assert history(backend, thread_id)[-1] == ("assistant", answer)
 
 
+def test_a_queued_streams_client_that_leaves_takes_its_run_out_of_the_queue(
+    backend: httpx.Client, upstream: FakeOpenAI
+) -> None:
+    slow(upstream, pieces=40)
+    first = background(backend, ask("Q1"))
+    thread_id = first["thread_id"]
+    body = ask("Q2", thread_id=thread_id, if_busy="enqueue", on_disconnect="cancel")
+    with backend.stream("POST", "/chat/stream", json=body) as response:
+        (queued,) = read_events(response.iter_lines(), most=1)
+    assert queued.event == "run.queued"
+    run = wait_run(backend, thread_id, queued.data["run_id"], "cancelled")
+    assert (run["started_at"], run["cancelled_by"]) == (None, "user")
+    assert wait_run(backend, thread_id, first["run_id"], "completed")["status"] == "completed"
+    assert [m[1] for m in history(backend, thread_id) if m[0] == "user"] == ["Q1"]
+
+
 def test_a_stream_that_ends_normally_cancels_nothing(
     backend: httpx.Client, upstream: FakeOpenAI
 ) -> None:
@@ -301,6 +317,13 @@ def test_rollback_takes_the_cancelled_runs_input_and_answer_out_of_history(
     assert len(rolled) == 1 and rolled[0]["data"]["run_id"] == doomed["run_id"]
     contents = [e["data"]["content"] for e in events if e["type"] == "message.added"]
     assert "Q1" in contents
+    replay = backend.get(
+        f"/admin/threads/{thread_id}/replay", headers={"Authorization": f"Bearer {ADMIN}"}
+    ).json()
+    shown = [(m["content"], m["rolled_back"]) for m in replay["messages"]]
+    assert ("Q1", True) in shown and ("Q2", False) in shown
+    prompt = [m["content"] for m in replay["prompt"]["messages"]]
+    assert prompt == ["Q0", "A0", "Q2", "You said: Q2", "Q3", "A3"]
     # The read models stay the fold of the log.
     verify = backend.get(
         "/admin/projections/verify", headers={"Authorization": f"Bearer {ADMIN}"}
