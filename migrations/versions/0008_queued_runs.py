@@ -50,9 +50,12 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_runs_pending", "runs")
-    with op.batch_alter_table("run_leases") as batch:
-        batch.drop_column("cancel_reason")
-    with op.batch_alter_table("messages") as batch:
-        batch.drop_column("rolled_back")
-    with op.batch_alter_table("threads") as batch:
-        batch.drop_column("queued_run_ids")
+    # Plain ALTER TABLE … DROP COLUMN (SQLite ≥ 3.35): a batch copy of `threads` would
+    # drop the table that `messages` and `runs` refer to, which SQLite refuses.
+    for table, column in (
+        ("run_leases", "cancel_reason"),
+        ("messages", "rolled_back"),
+        ("threads", "queued_run_ids"),
+    ):
+        with op.batch_alter_table(table, recreate="never") as batch:
+            batch.drop_column(column)
