@@ -9,6 +9,7 @@ from main_backend.api.schemas import Message
 from main_backend.conversation.graph import RunDelta, RunEnded, RunStarted
 from main_backend.conversation.streams import RunRestarted, Sent, StreamEvent
 from main_backend.metrics import Metrics
+from main_backend.shutdown import Shutdown
 from stubichat_common.sse import PING, sse_event, with_keepalive
 
 
@@ -16,28 +17,38 @@ async def sse_body(
     events: AsyncIterator[Sent],
     ping_seconds: float,
     metrics: Metrics,
+    shutdown: Shutdown,
     unended: Callable[[], dict[str, Any]] | None = None,
 ) -> AsyncIterator[bytes]:
     """The events framed with their ids, a ping after each `ping_seconds` of silence.
 
-    `unended`, if given, is the error of a stream that stops before the run's end:
-    it is sent as a `run.failed` with no id, so a client that resumes after it
-    resumes after the last event it really got.
+    A stream ends in one of three ways:
+
+    - after the run's terminal event;
+    - handed over by this replica's shutdown (`shutdown.draining`): at
+      `shutdown.streams_ended`, or when the run stops being driven here, the stream
+      just ends, with no terminal event and nothing made up: the client resumes on
+      another replica with `Last-Event-ID`. Code that reacts to a client going away
+      must not take such an end (nor a cancellation while draining) for one;
+    - the source stopped before the run's end for another reason: `unended`, if
+      given, is its error, sent as a `run.failed` with no id, so a client that
+      resumes after it resumes after the last event it really got.
     """
     ended = False
     metrics.active_streams.inc()
     try:
-        async for sent in with_keepalive(events, ping_seconds):
-            if sent is None:
-                yield PING
-                continue
-            name, data = sse_payload(sent.event)
-            ended = ended or isinstance(sent.event, RunEnded)
-            yield sse_event(name, data, sent.id)
-        if not ended and unended is not None:
-            yield sse_event(
-                "run.failed", {"error": unended(), "partial_content": "", "version": None}
-            )
+        with shutdown.stream():
+            async for sent in with_keepalive(events, ping_seconds, until=shutdown.streams_ended):
+                if sent is None:
+                    yield PING
+                    continue
+                name, data = sse_payload(sent.event)
+                ended = ended or isinstance(sent.event, RunEnded)
+                yield sse_event(name, data, sent.id)
+            if not ended and unended is not None and not shutdown.draining:
+                yield sse_event(
+                    "run.failed", {"error": unended(), "partial_content": "", "version": None}
+                )
     finally:
         metrics.active_streams.dec()
 

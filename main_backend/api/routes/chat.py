@@ -9,7 +9,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from main_backend.api.deps import ChatDep, MetricsDep, RequestIdDep, SettingsDep, UserDep
+from main_backend.api.deps import (
+    ChatDep,
+    MetricsDep,
+    RequestIdDep,
+    SettingsDep,
+    ShutdownDep,
+    UserDep,
+)
 from main_backend.api.errors import (
     database_unavailable_response,
     error_responses,
@@ -29,6 +36,7 @@ from main_backend.errors import InvalidRequest
 from main_backend.llm_client import LLM_CODES
 from main_backend.metrics import Metrics
 from main_backend.settings import Settings
+from main_backend.shutdown import Shutdown
 from stubichat_common.errors import error_response
 from stubichat_common.limits import message_problems
 from stubichat_common.routing import JSONRoute
@@ -54,6 +62,7 @@ _ERRORS = error_responses(
     *LLM_CODES,
     "too_many_active_runs",
     "database_unavailable",
+    "shutting_down",
 )
 _SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 
@@ -107,14 +116,22 @@ async def chat_turn(
     chat: ChatDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    shutdown: ShutdownDep,
     request_id: RequestIdDep,
     idempotency_key: IdempotencyKey = None,
 ) -> ChatResponse | JSONResponse | StreamingResponse:
     """Answer the thread's newest user message (`"stream": true` streams it)."""
+    shutdown.refuse_new_runs()
     started = await _start(body, user, chat, settings, request_id, idempotency_key)
     if body.stream:
-        return _sse_response(started, settings, metrics)
-    ended = started.ended if isinstance(started, Repeat) else await started.wait_ended()
+        return _sse_response(started, settings, metrics, shutdown)
+    if isinstance(started, Repeat):
+        ended: RunEnded | None = started.ended
+    else:
+        # At the shutdown's deadline the run is handed over: its answer comes later.
+        ended = await shutdown.unless_streams_end(started.wait_ended())
+        if ended is None and shutdown.draining:
+            raise shutdown.handed_over(started.thread_id, started.run_id)
     if ended is None:
         error = started.error if isinstance(started, RunHandle) else None
         if error is not None and is_database_unavailable(error):
@@ -135,12 +152,15 @@ async def chat_stream(
     chat: ChatDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    shutdown: ShutdownDep,
     request_id: RequestIdDep,
     idempotency_key: IdempotencyKey = None,
 ) -> StreamingResponse:
-    """SSE: `run.started`, `delta`s, then one of `run.completed`, `run.failed`, `run.cancelled`."""
+    """SSE: `run.started`, `delta`s, then one of `run.completed`, `run.failed`, `run.cancelled`
+    (none when this replica shuts down meanwhile: resume at `Location`)."""
+    shutdown.refuse_new_runs()
     started = await _start(body, user, chat, settings, request_id, idempotency_key)
-    return _sse_response(started, settings, metrics)
+    return _sse_response(started, settings, metrics, shutdown)
 
 
 def _chat_response(ended: RunEnded) -> ChatResponse:
@@ -175,7 +195,7 @@ def _failed_response(request: Request, ended: RunEnded) -> JSONResponse:
 
 
 def _sse_response(
-    started: RunHandle | Repeat, settings: Settings, metrics: Metrics
+    started: RunHandle | Repeat, settings: Settings, metrics: Metrics, shutdown: Shutdown
 ) -> StreamingResponse:
     thread_id, run_id = (
         (started.ended.thread_id, started.ended.run_id)
@@ -183,7 +203,7 @@ def _sse_response(
         else (started.thread_id, started.run_id)
     )
     return StreamingResponse(
-        _sse(started, settings.sse_ping_seconds, metrics),
+        _sse(started, settings.sse_ping_seconds, metrics, shutdown),
         media_type="text/event-stream",
         headers={**SSE_HEADERS, "Location": stream_location(thread_id, run_id)},
     )
@@ -198,14 +218,16 @@ async def _replayed(repeat: Repeat) -> AsyncIterator[RunEvent]:
 
 
 def _sse(
-    started: RunHandle | Repeat, ping_seconds: float, metrics: Metrics
+    started: RunHandle | Repeat, ping_seconds: float, metrics: Metrics, shutdown: Shutdown
 ) -> AsyncIterator[bytes]:
     if isinstance(started, Repeat):
-        return sse_body(with_ids(_replayed(started), started.attempt), ping_seconds, metrics)
+        events = with_ids(_replayed(started), started.attempt)
+        return sse_body(events, ping_seconds, metrics, shutdown)
     return sse_body(
         with_ids(started.follow(), started.attempt),
         ping_seconds,
         metrics,
+        shutdown,
         partial(_unrecorded_error, started),
     )
 
