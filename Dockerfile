@@ -55,6 +55,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
 # nginx in front sets X-Forwarded-For/-Proto; only the compose network reaches this port.
-# On SIGTERM: streams in flight get up to 30 s, then SHUTDOWN_GRACE_SECONDS for runs
-# without listeners, all inside compose's 60 s stop_grace_period.
-CMD ["uvicorn", "main_backend.main:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--forwarded-allow-ips", "*", "--timeout-graceful-shutdown", "30"]
+# On SIGTERM the app drains first (runs get SHUTDOWN_GRACE_SECONDS, then they and their
+# streams are handed over; main_backend/shutdown.py), then passes the signal to uvicorn,
+# which gives the last plain requests 5 s: all inside compose's 60 s stop_grace_period.
+CMD ["uvicorn", "main_backend.main:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--forwarded-allow-ips", "*", "--timeout-graceful-shutdown", "5"]

@@ -35,6 +35,7 @@ from main_backend.llm_client import LLMAgentClient
 from main_backend.metrics import Metrics
 from main_backend.pg_connection import DatabaseTimeouts
 from main_backend.settings import Settings
+from main_backend.shutdown import Shutdown
 from stubichat_common.app import service_app
 from stubichat_common.logging import setup_logging
 
@@ -106,6 +107,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 app.state.chat = ChatService(store, runner, keys, progress)
                 app.state.streams = RunStreams(store, progress, settings.stream_poll_seconds)
                 app.state.admin = AdminService(store, llm, settings)
+                # SIGTERM drains before the server waits for connections (shutdown.py).
+                app.state.shutdown = shutdown = Shutdown(
+                    settings.shutdown_grace_seconds,
+                    runner.stop,
+                    # A joined stream sees a run's end at its next read of the log.
+                    linger_seconds=settings.stream_poll_seconds + 0.5,
+                )
+                unhook_signals = shutdown.hook_signals()
                 runner.start_background()
                 purging = asyncio.create_task(keys.purge_periodically(), name="key purge")
                 if settings.auth_mode == "none":
@@ -124,9 +133,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 try:
                     yield
                 finally:
+                    unhook_signals()
                     purging.cancel()
                     await health.close()
-                    await runner.stop(settings.shutdown_grace_seconds)
+                    # Done already after a signal; else the runs get their grace now.
+                    await shutdown.drain()
         finally:
             await llm.aclose()
             await db.dispose()

@@ -124,3 +124,23 @@ class RunCancelledBeforeStart(DomainError):
         super().__init__(f"run {run_id} of thread {thread_id} was cancelled before it started")
         self.thread_id = thread_id
         self.run_id = run_id
+
+
+class ShuttingDown(DomainError):
+    """This replica is shutting down: it takes no new run, or hands over the one asked
+    about (`thread_id`, `run_id`: where its answer can be read later)."""
+
+    def __init__(
+        self, retry_after: float, thread_id: str | None = None, run_id: str | None = None
+    ) -> None:
+        if run_id is None:
+            message = "this server is shutting down; send the request again"
+        else:
+            message = (
+                "this server is shutting down; another one completes this answer: read it "
+                "later from the thread, or join the run's stream"
+            )
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.thread_id = thread_id
+        self.run_id = run_id

@@ -95,8 +95,8 @@ class Settings(ModelSettings):
     # How often a client joined to a run's stream (GET /threads/{id}/runs/{run_id}/stream)
     # reads the run's saved progress: the most it lags behind the replica driving the run.
     stream_poll_seconds: float = Field(default=0.25, gt=0)
-    # On shutdown, how long runs in flight may take to finish before other replicas
-    # take them over.
+    # On SIGTERM, how long runs in flight may take to finish before they and their open
+    # streams are handed over to other replicas (main_backend/shutdown.py).
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     # Names this process in run leases (unique per process by default).
     replica_id: str = Field(default_factory=lambda: _default_replica_id(), max_length=128)

@@ -23,20 +23,28 @@ def sse_event(event: str, data: dict[str, Any], event_id: int | str | None = Non
     return ("\n".join(lines) + "\n\n").encode()
 
 
-async def with_keepalive(source: AsyncIterator[T], interval: float) -> AsyncIterator[T | None]:
-    """`source`'s items, and None after every `interval` seconds without one.
+async def with_keepalive(
+    source: AsyncIterator[T], interval: float, until: asyncio.Event | None = None
+) -> AsyncIterator[T | None]:
+    """`source`'s items, and None after every `interval` seconds without one; it ends,
+    as if `source` had, as soon as `until` (if given) is set.
 
     The caller turns None into a `: ping` comment so proxies keep idle streams open.
     """
     iterator = aiter(source)
     pending: asyncio.Future[T] | None = None
+    stop = None if until is None else asyncio.ensure_future(until.wait())
     try:
-        while True:
+        while until is None or not until.is_set():
             if pending is None:
                 pending = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait({pending}, timeout=interval)
-            if not done:
-                yield None
+            waiting: set[asyncio.Future[Any]] = {pending} if stop is None else {pending, stop}
+            done, _ = await asyncio.wait(
+                waiting, timeout=interval, return_when=asyncio.FIRST_COMPLETED
+            )
+            if pending not in done:
+                if not done:
+                    yield None
                 continue
             try:
                 item = pending.result()
@@ -45,8 +53,9 @@ async def with_keepalive(source: AsyncIterator[T], interval: float) -> AsyncIter
             pending = None
             yield item
     finally:
-        if pending is not None:
-            pending.cancel()
+        for future in (pending, stop):
+            if future is not None:
+                future.cancel()
 
 
 PING = b": ping\n\n"

@@ -15,6 +15,7 @@ from main_backend.conversation.threads import ThreadService
 from main_backend.health import HealthChecks
 from main_backend.metrics import Metrics
 from main_backend.settings import Settings
+from main_backend.shutdown import Shutdown
 from stubichat_common.routing import auth_guard
 
 
@@ -58,6 +59,11 @@ def get_health(request: Request) -> HealthChecks:
     return health
 
 
+def get_shutdown(request: Request) -> Shutdown:
+    shutdown: Shutdown = request.app.state.shutdown
+    return shutdown
+
+
 def get_request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
@@ -89,5 +95,6 @@ ThreadsDep = Annotated[ThreadService, Depends(get_threads)]
 RunsDep = Annotated[RunService, Depends(get_runs)]
 AdminDep = Annotated[AdminService, Depends(get_admin)]
 HealthDep = Annotated[HealthChecks, Depends(get_health)]
+ShutdownDep = Annotated[Shutdown, Depends(get_shutdown)]
 RequestIdDep = Annotated[str | None, Depends(get_request_id)]
 UserDep = Annotated[str, Depends(current_user)]

@@ -22,6 +22,7 @@ from main_backend.errors import (
     RequestInProgress,
     RunCancelledBeforeStart,
     RunNotFound,
+    ShuttingDown,
     ThreadBusy,
     ThreadNotFound,
     TooManyActiveRuns,
@@ -46,6 +47,7 @@ _DOMAIN: dict[type[DomainError], tuple[int, str]] = {
     RunCancelledBeforeStart: (409, "run_cancelled"),
     Unauthorized: (401, "unauthorized"),
     AdminDisabled: (403, "admin_disabled"),
+    ShuttingDown: (503, "shutting_down"),
 }
 
 # The one table of a failed run's error codes (every `LLMError` code among them) and
@@ -92,6 +94,8 @@ def domain_error_response(request: Request, exc: DomainError) -> JSONResponse:
     details: list[dict[str, Any]] | None = None
     if isinstance(exc, InvalidRequest | InvalidEvent) and exc.field:
         details = [{"field": exc.field, "message": str(exc)}]
+    if isinstance(exc, ShuttingDown) and exc.run_id is not None:
+        details = [{"thread_id": exc.thread_id, "run_id": exc.run_id}]
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))

@@ -241,7 +241,7 @@ class ServiceInfo(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok", "degraded"]
+    status: Literal["ok", "degraded", "draining"]
     checks: dict[str, dict[str, Any]]
 
 

@@ -9,6 +9,7 @@ from main_backend.api.schemas import Message
 from main_backend.conversation.graph import RunDelta, RunEnded, RunStarted
 from main_backend.conversation.streams import RunQueued, RunRestarted, Sent, StreamEvent
 from main_backend.metrics import Metrics
+from main_backend.shutdown import Shutdown
 from stubichat_common.sse import PING, sse_event, with_keepalive
 
 
@@ -16,36 +17,47 @@ async def sse_body(
     events: AsyncIterator[Sent],
     ping_seconds: float,
     metrics: Metrics,
+    shutdown: Shutdown,
     unended: Callable[[], dict[str, Any]] | None = None,
     *,
     on_disconnect: Callable[[], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """The events framed with their ids, a ping after each `ping_seconds` of silence.
 
-    `unended`, if given, is the error of a stream that stops before the run's end:
-    it is sent as a `run.failed` with no id, so a client that resumes after it
-    resumes after the last event it really got. `on_disconnect`, if given, is called
-    when the client goes away before the run's end (the stream is closed under it).
+    A stream ends in one of three ways:
+
+    - after the run's terminal event;
+    - handed over by this replica's shutdown (`shutdown.draining`): at
+      `shutdown.streams_ended`, or when the run stops being driven here, the stream
+      just ends, with no terminal event and nothing made up: the client resumes on
+      another replica with `Last-Event-ID`;
+    - the source stopped before the run's end for another reason: `unended`, if
+      given, is its error, sent as a `run.failed` with no id, so a client that
+      resumes after it resumes after the last event it really got.
+
+    And it may be closed under it: the client went away. `on_disconnect`, if given, is
+    called then (never for a stream that ended, nor one this replica's drain cut).
     """
     ended = False
     closed_here = False
     metrics.active_streams.inc()
     try:
-        async for sent in with_keepalive(events, ping_seconds):
-            if sent is None:
-                yield PING
-                continue
-            name, data = sse_payload(sent.event)
-            ended = ended or isinstance(sent.event, RunEnded)
-            yield sse_event(name, data, sent.id)
-        closed_here = True
-        if not ended and unended is not None:
-            yield sse_event(
-                "run.failed", {"error": unended(), "partial_content": "", "version": None}
-            )
+        with shutdown.stream():
+            async for sent in with_keepalive(events, ping_seconds, until=shutdown.streams_ended):
+                if sent is None:
+                    yield PING
+                    continue
+                name, data = sse_payload(sent.event)
+                ended = ended or isinstance(sent.event, RunEnded)
+                yield sse_event(name, data, sent.id)
+            closed_here = True
+            if not ended and unended is not None and not shutdown.draining:
+                yield sse_event(
+                    "run.failed", {"error": unended(), "partial_content": "", "version": None}
+                )
     finally:
         metrics.active_streams.dec()
-        if not ended and not closed_here and on_disconnect is not None:
+        if not (ended or closed_here or shutdown.draining) and on_disconnect is not None:
             on_disconnect()
 
 

@@ -321,12 +321,27 @@ class TurnRunner:
 
     async def stop(self, grace_seconds: float = 0) -> None:
         """Let runs in flight finish for up to `grace_seconds`, then stop driving the
-        rest: their leases are expired so another replica resumes them at once."""
-        runs = [h.task for h in self.local.values() if h.task]
-        if runs and grace_seconds > 0:
-            logger.info("waiting up to {}s for {} run(s) to finish", grace_seconds, len(runs))
-            await asyncio.wait(runs, timeout=grace_seconds)
-        unfinished = list(self.local)
+        rest: their leases are expired so another replica resumes them at once.
+
+        From the start no run of another replica is taken over (this one is leaving,
+        and must not take back a run it hands over); the heartbeat goes on renewing
+        the leases of the runs it still drives."""
+        for task in self._loops:
+            if task.get_name() != "run heartbeat":
+                task.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_seconds
+        waited = False
+        # Again while runs remain: one may have started while the others were awaited.
+        while (runs := [h.task for h in self.local.values() if h.task]) and (
+            left := deadline - loop.time()
+        ) > 0:
+            if not waited:
+                logger.info("waiting up to {}s for {} run(s) to finish", grace_seconds, len(runs))
+                waited = True
+            await asyncio.wait(runs, timeout=left)
+        # Those that failed here and wait for the sweeper to hand them over too.
+        unfinished = [*self.local, *self._abandoned]
         tasks = [*self._loops, *(h.task for h in self.local.values() if h.task)]
         for task in tasks:
             task.cancel()

@@ -1,8 +1,8 @@
-"""Operating the services: a graceful stop, and refusing a broken configuration."""
+"""Operating the services: refusing a broken configuration, JSON logs (a graceful stop is
+in test_shutdown.py)."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 
@@ -11,32 +11,8 @@ import pytest
 
 from tests.e2e.conftest import Backends, FakeUpstream
 from tests.support.servers import REPO_ROOT
-from tests.support.sse import parse_sse
 
 pytestmark = pytest.mark.e2e
-
-
-def test_sigterm_lets_a_stream_in_flight_finish(backends: Backends, upstream: FakeUpstream) -> None:
-    chunks = [f"part{i} " for i in range(8)]
-    upstream.script({"chunks": chunks, "chunk_delay": 0.25})
-    backend = backends.start(SHUTDOWN_GRACE_SECONDS="10")
-    text = ""
-    with httpx.stream(
-        "POST",
-        backend.url + "/chat/stream",
-        timeout=30,
-        json={"messages": [{"role": "user", "content": "Keep going"}]},
-    ) as response:
-        for line in response.iter_lines():
-            text += line + "\n"
-            if line == "event: delta" and text.count("event: delta") == 1:
-                backend.process.send_signal(signal.SIGTERM)
-    events = parse_sse(text)
-    assert events[-1].event == "run.completed"
-    assert events[-1].data["message"]["content"] == "".join(chunks)
-    # uvicorn re-raises the SIGTERM once it has shut down cleanly.
-    assert backend.process.wait(timeout=30) in (0, -signal.SIGTERM)
-    assert "Application shutdown complete" in backend.output()
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any
 
@@ -14,6 +15,7 @@ from main_backend.api.deps import (
     MetricsDep,
     RequestIdDep,
     SettingsDep,
+    ShutdownDep,
     StreamsDep,
     UserDep,
 )
@@ -36,6 +38,7 @@ from main_backend.errors import InvalidRequest, RunCancelledBeforeStart
 from main_backend.llm_client import LLM_CODES
 from main_backend.metrics import Metrics
 from main_backend.settings import Settings
+from main_backend.shutdown import Shutdown
 from stubichat_common.errors import error_response
 from stubichat_common.limits import message_problems
 from stubichat_common.routing import JSONRoute
@@ -63,6 +66,7 @@ _ERRORS = error_responses(
     "queue_full",
     "run_cancelled",
     "database_unavailable",
+    "shutting_down",
 )
 _SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 _BACKGROUND: dict[int | str, dict[str, Any]] = {
@@ -131,20 +135,33 @@ async def chat_turn(
     streams: StreamsDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    shutdown: ShutdownDep,
     request_id: RequestIdDep,
     idempotency_key: IdempotencyKey = None,
 ) -> ChatResponse | JSONResponse | StreamingResponse:
     """Answer the thread's newest user message (`"stream": true` streams it;
     `"background": true` answers 202 at once)."""
+    shutdown.refuse_new_runs()
     started = await _start(body, user, chat, settings, request_id, idempotency_key, body.stream)
     if body.background:
         return _accepted(started)
     if body.stream:
-        return await _sse_response(started, body, user, chat, streams, settings, metrics)
-    if isinstance(started, Accepted):  # queued: its end comes from whichever replica
-        ended: RunEnded | None = await streams.wait_ended(started.thread_id, started.run_id)
+        return await _sse_response(
+            started, body, user, chat, streams, _Streaming(settings, metrics, shutdown)
+        )
+    if isinstance(started, Repeat):
+        ended: RunEnded | None = started.ended
     else:
-        ended = started.ended if isinstance(started, Repeat) else await started.wait_ended()
+        # A queued run's end comes from whichever replica drives it. At the shutdown's
+        # deadline the run is handed over: its answer comes later.
+        waiting = (
+            streams.wait_ended(started.thread_id, started.run_id)
+            if isinstance(started, Accepted)
+            else started.wait_ended()
+        )
+        ended = await shutdown.unless_streams_end(waiting)
+        if ended is None and shutdown.draining:
+            raise shutdown.handed_over(started.thread_id, started.run_id)
     if ended is not None and ended.status == "cancelled" and ended.message is None:
         raise RunCancelledBeforeStart(ended.thread_id, ended.run_id)
     if ended is None:
@@ -168,13 +185,18 @@ async def chat_stream(
     streams: StreamsDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    shutdown: ShutdownDep,
     request_id: RequestIdDep,
     idempotency_key: IdempotencyKey = None,
 ) -> StreamingResponse:
     """SSE: (`run.queued`), `run.started`, `delta`s, then one of `run.completed`,
-    `run.failed`, `run.cancelled`."""
+    `run.failed`, `run.cancelled` (none when this replica shuts down meanwhile: resume
+    at `Location`)."""
+    shutdown.refuse_new_runs()
     started = await _start(body, user, chat, settings, request_id, idempotency_key, True)
-    return await _sse_response(started, body, user, chat, streams, settings, metrics)
+    return await _sse_response(
+        started, body, user, chat, streams, _Streaming(settings, metrics, shutdown)
+    )
 
 
 def _accepted(started: Started) -> JSONResponse:
@@ -229,20 +251,28 @@ def _failed_response(request: Request, ended: RunEnded) -> JSONResponse:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Streaming:
+    """What every SSE response of these routes is framed with."""
+
+    settings: Settings
+    metrics: Metrics
+    shutdown: Shutdown
+
+
 async def _sse_response(
     started: Started,
     body: ChatRequest,
     user: str,
     chat: ChatService,
     streams: RunStreams,
-    settings: Settings,
-    metrics: Metrics,
+    framing: _Streaming,
 ) -> StreamingResponse:
+    ping, metrics, shutdown = framing.settings.sse_ping_seconds, framing.metrics, framing.shutdown
     if isinstance(started, Repeat):
         thread_id, run_id = started.ended.thread_id, started.ended.run_id
-        body_events = sse_body(
-            with_ids(_replayed(started), started.attempt), settings.sse_ping_seconds, metrics
-        )
+        replayed = with_ids(_replayed(started), started.attempt)
+        body_events = sse_body(replayed, ping, metrics, shutdown)
     else:
         thread_id, run_id = started.thread_id, started.run_id
         events: AsyncIterator[Sent]
@@ -253,8 +283,9 @@ async def _sse_response(
         left = partial(chat.cancel_soon, user, thread_id, run_id)
         body_events = sse_body(
             events,
-            settings.sse_ping_seconds,
+            ping,
             metrics,
+            shutdown,
             partial(_unrecorded_error, started),
             on_disconnect=left if body.on_disconnect == "cancel" else None,
         )

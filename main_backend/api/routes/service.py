@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from main_backend import __version__
-from main_backend.api.deps import HealthDep, MetricsDep
+from main_backend.api.deps import HealthDep, MetricsDep, ShutdownDep
 from main_backend.api.schemas import HealthResponse, ServiceInfo
 
 router = APIRouter(tags=["service"])
@@ -18,12 +18,14 @@ async def service_info() -> ServiceInfo:
 
 
 @router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
-async def health(health: HealthDep) -> JSONResponse:
-    """Database, migrations and LLM agent; answers within ~3 s whatever they do."""
+async def health(health: HealthDep, shutdown: ShutdownDep) -> JSONResponse:
+    """Database, migrations and LLM agent; answers within ~3 s whatever they do. 503
+    `draining` from the moment the process is shutting down, so no new work comes."""
     checks = await health.run()
     ok = all(check.get("status") == "ok" for check in checks.values())
-    body = HealthResponse(status="ok" if ok else "degraded", checks=checks)
-    return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)
+    status = "draining" if shutdown.draining else "ok" if ok else "degraded"
+    body = HealthResponse(status=status, checks=checks)
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if status == "ok" else 503)
 
 
 @router.get("/metrics", response_class=Response)
