@@ -18,16 +18,31 @@ one and its reconnection attempts are bounded by the connect timeout: a wait
 fails promptly instead of holding the saver's lock (every run's checkpoints)
 for long, and the pool's exponential reconnect backoff never grows past a few
 seconds, so a connection is made again soon after the database is back.
+
+Keys and pruning. The LangGraph thread of a turn is the Stubichat thread itself
+(`run_config`: thread id, root namespace ""), so the thread's latest checkpoint
+is what `graph.aget_state({"configurable": {"thread_id": ...}})` shows. Each run
+records its id in its checkpoints' metadata (`metadata["run_id"]`: LangGraph copies
+`config["metadata"]` into every checkpoint it saves), so SQL can tell a thread's
+runs apart. When a run is over, `prune_ended_run` keeps its last checkpoint and
+deletes the thread's older ones; `drop_run` deletes the checkpoints of a run whose
+input was never recorded. Both run over the saver's own connection, behind its
+lock, in one transaction. LangGraph checkpoint ids are time-ordered (uuid6), and
+neither ever deletes a checkpoint newer than the run's first unless it is the
+run's own: another run of the thread may start, and save checkpoints, before the
+previous run's pruning runs. Each checkpoint holds every channel's value (the
+turn graph has no `DeltaChannel`), so keeping only the latest loses nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -39,7 +54,19 @@ from sqlalchemy.engine import URL
 from main_backend.db import normalize_database_url
 from main_backend.pg_connection import DatabaseTimeouts, bounded_connection_class
 
-__all__ = ["open_checkpointer", "prune_thread"]
+__all__ = ["drop_run", "open_checkpointer", "prune_ended_run", "prune_thread", "run_config"]
+
+# The checkpoint metadata key that names the run which saved a checkpoint: LangGraph's
+# own. Its loop takes an input whose config names the run of the thread's latest
+# checkpoint as a re-entry into that run, and does not apply it. The runner passes an
+# input for a new run (the latest checkpoint is another run's) or to resume a run
+# from its `run.started` when the latest checkpoint is not the run's own with work
+# left; the run's own without work left is its final one, saved after its end was
+# recorded, and such a run is never resumed.
+RUN_ID_KEY = "run_id"
+# Any fixed number: the first key of the per-thread Postgres advisory locks that
+# serialise the pruning of one thread (apart from the event store's and leases').
+PRUNE_LOCK_CLASS = 5_202_613
 
 
 @asynccontextmanager
@@ -65,9 +92,41 @@ async def open_checkpointer(
             yield saver
 
 
+def run_config(thread_id: str, run_id: str) -> RunnableConfig:
+    """The config that runs a turn of `thread_id`: the thread's own LangGraph thread
+    (root namespace), with the run's id recorded in every checkpoint it saves."""
+    return {"configurable": {"thread_id": thread_id}, "metadata": {RUN_ID_KEY: run_id}}
+
+
 async def prune_thread(saver: BaseCheckpointSaver[str], thread_id: str) -> None:
     """Delete every checkpoint and pending write of one thread."""
     await saver.adelete_thread(thread_id)
+
+
+async def prune_ended_run(saver: BaseCheckpointSaver[str], thread_id: str, run_id: str) -> int:
+    """After a run whose input was recorded is over: keep its last checkpoint as the
+    thread's latest and delete the thread's older ones; returns how many went.
+
+    Deleted: the run's own checkpoints before its last, and every checkpoint of the
+    thread older than the run's first (earlier runs', and those of a run refused
+    meanwhile). Kept: anything newer than the run's first that is not the run's,
+    that is, a later run's, which may be saving checkpoints already. A run
+    without checkpoints (resumed from its `run.started` and closed as interrupted)
+    deletes nothing. Their pending writes go with them, and on Postgres the blobs
+    that only they used; the kept checkpoint's parent link is cleared, as
+    LangGraph's own `keep_latest` pruning does.
+    """
+    return await _prune(saver, thread_id, run_id, keep_last=True)
+
+
+async def drop_run(saver: BaseCheckpointSaver[str], thread_id: str, run_id: str) -> int:
+    """Delete the checkpoints of a run whose input was never recorded; returns how many.
+
+    Its state names a run the log does not know, so it is no state of the thread:
+    the checkpoint before it (the previous run's) becomes the thread's latest again.
+    Only this run's checkpoints go, with their writes (and blobs only they used).
+    """
+    return await _prune(saver, thread_id, run_id, keep_last=False)
 
 
 def sqlite_path(url: URL) -> Path:
@@ -124,3 +183,159 @@ async def _postgres_saver(
         yield AsyncPostgresSaver(pool)
     finally:
         await pool.close()
+
+
+# Pruning ----------------------------------------------------------------------
+
+
+async def _prune(
+    saver: BaseCheckpointSaver[str], thread_id: str, run_id: str, *, keep_last: bool
+) -> int:
+    if isinstance(saver, AsyncSqliteSaver):
+        async with saver.lock:
+            return await _prune_sqlite(saver.conn, thread_id, run_id, keep_last)
+    if isinstance(saver, AsyncPostgresSaver):
+        async with saver.lock, _postgres_connection(saver) as conn, conn.transaction():
+            return await _prune_postgres(conn, thread_id, run_id, keep_last)
+    raise TypeError(f"cannot prune the checkpoints of a {type(saver).__name__}")
+
+
+# The statements, with named parameters: `thread`, `run_id`, and the run's `first`
+# and `last` checkpoint ids. The checkpoints that go are `_KEEP_LAST`'s (a run that
+# ended) or `_DROP`'s (a run never recorded); `{run}` reads a checkpoint's run id
+# from its metadata. Writes go with their checkpoint, and `before` (the run's first
+# when it keeps its last, else null) also takes those left on an older checkpoint
+# deleted before them (a run refused meanwhile saves its error on its checkpoint).
+_KEEP_LAST = "checkpoint_id < {last} AND ({run} = {run_id} OR checkpoint_id < {first})"
+_DROP = "{run} = {run_id}"
+_BOUNDS = (
+    "SELECT min(checkpoint_id) AS first_id, max(checkpoint_id) AS last_id FROM checkpoints "
+    "WHERE thread_id = {thread} AND checkpoint_ns = '' AND {run} = {run_id}"
+)
+_DELETE_WRITES = (
+    "DELETE FROM {writes} WHERE thread_id = {thread} AND (checkpoint_id < {before} "
+    "OR checkpoint_id IN (SELECT checkpoint_id FROM checkpoints "
+    "WHERE thread_id = {thread} AND {doomed}))"
+)
+_DELETE_CHECKPOINTS = "DELETE FROM checkpoints WHERE thread_id = {thread} AND {doomed}"
+# The kept checkpoint's parent (the run's previous checkpoint, or the one it started
+# from) has just been deleted.
+_UNLINK_PARENT = (
+    "UPDATE checkpoints SET parent_checkpoint_id = NULL "
+    "WHERE thread_id = {thread} AND checkpoint_ns = '' AND checkpoint_id = {last}"
+)
+
+
+def _statements(style: str, run: str, writes: str) -> dict[str, str]:
+    """The statements in one driver's parameter style (`:{}` or `%({})s`)."""
+    marks = {name: style.format(name) for name in ("thread", "run_id", "first", "last", "before")}
+    keep_last, drop = (d.format(run=run, **marks) for d in (_KEEP_LAST, _DROP))
+    sql = {"bounds": _BOUNDS.format(run=run, **marks), "unlink": _UNLINK_PARENT.format(**marks)}
+    for mode, doomed in (("keep_last", keep_last), ("drop", drop)):
+        sql[f"writes_{mode}"] = _DELETE_WRITES.format(writes=writes, doomed=doomed, **marks)
+        sql[f"checkpoints_{mode}"] = _DELETE_CHECKPOINTS.format(doomed=doomed, **marks)
+    return sql
+
+
+_SQLITE = _statements(":{}", f"json_extract(CAST(metadata AS TEXT), '$.{RUN_ID_KEY}')", "writes")
+_POSTGRES = _statements("%({})s", f"metadata ->> '{RUN_ID_KEY}'", "checkpoint_writes")
+
+
+async def _prune_sqlite(
+    conn: aiosqlite.Connection, thread_id: str, run_id: str, keep_last: bool
+) -> int:
+    # Take the write lock before reading, so no other connection commits in between.
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        params: dict[str, str | None] = {"thread": thread_id, "run_id": run_id}
+        async with conn.execute(_SQLITE["bounds"], params) as cursor:
+            params["first"], params["last"] = await cursor.fetchone() or (None, None)
+        params["before"] = params["first"] if keep_last else None
+        deleted = 0
+        if params["last"] is not None or not keep_last:
+            mode = "keep_last" if keep_last else "drop"
+            await conn.execute(_SQLITE[f"writes_{mode}"], params)
+            async with conn.execute(_SQLITE[f"checkpoints_{mode}"], params) as cursor:
+                deleted = cursor.rowcount
+            if keep_last:
+                await conn.execute(_SQLITE["unlink"], params)
+        await conn.commit()
+        return deleted
+    except BaseException:
+        await conn.rollback()
+        raise
+
+
+async def _prune_postgres(
+    conn: AsyncConnection[DictRow], thread_id: str, run_id: str, keep_last: bool
+) -> int:
+    # One pruning of a thread at a time: two would delete the same rows in any order.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (PRUNE_LOCK_CLASS, thread_id)
+    )
+    params: dict[str, str | None] = {"thread": thread_id, "run_id": run_id}
+    bounds = await (await conn.execute(_POSTGRES["bounds"], params)).fetchone()
+    assert bounds is not None  # an aggregate: one row, nulls when the run has no checkpoint
+    params["first"], params["last"] = bounds["first_id"], bounds["last_id"]
+    params["before"] = params["first"] if keep_last else None
+    if params["last"] is None and keep_last:
+        return 0
+    mode = "keep_last" if keep_last else "drop"
+    await conn.execute(_POSTGRES[f"writes_{mode}"], params)
+    gone = await (
+        await conn.execute(
+            _POSTGRES[f"checkpoints_{mode}"]
+            + " RETURNING checkpoint_ns, checkpoint -> 'channel_versions' AS versions",
+            params,
+        )
+    ).fetchall()
+    if keep_last:
+        await conn.execute(_POSTGRES["unlink"], params)
+    await _drop_unused_blobs(conn, thread_id, gone)
+    return len(gone)
+
+
+async def _drop_unused_blobs(
+    conn: AsyncConnection[DictRow], thread_id: str, gone: Sequence[DictRow]
+) -> None:
+    """Delete the blobs that the deleted checkpoints used and no remaining one uses.
+
+    Only versions that a deleted checkpoint named can go. A checkpoint being saved
+    meanwhile names versions of its own run's earlier checkpoints (which are never
+    deleted while that run goes on, being newer than the pruned run's first) or new
+    ones, saved with it: a run's input rewrites every channel of the turn state.
+    """
+    freed = {
+        (row["checkpoint_ns"], channel, version)
+        for row in gone
+        for channel, version in (row["versions"] or {}).items()
+    }
+    if not freed:
+        return
+    used = await (
+        await conn.execute(
+            "SELECT DISTINCT c.checkpoint_ns, v.key, v.value FROM checkpoints c, "
+            "jsonb_each_text(c.checkpoint -> 'channel_versions') v WHERE c.thread_id = %s",
+            (thread_id,),
+        )
+    ).fetchall()
+    freed -= {(row["checkpoint_ns"], row["key"], row["value"]) for row in used}
+    if freed:
+        async with conn.cursor() as cursor:
+            await cursor.executemany(
+                "DELETE FROM checkpoint_blobs WHERE thread_id = %s AND checkpoint_ns = %s "
+                "AND channel = %s AND version = %s",
+                [(thread_id, *blob) for blob in sorted(freed)],
+            )
+
+
+@asynccontextmanager
+async def _postgres_connection(
+    saver: AsyncPostgresSaver,
+) -> AsyncIterator[AsyncConnection[DictRow]]:
+    """A connection of the saver's (its pool's, or its one connection)."""
+    if isinstance(saver.conn, AsyncConnectionPool):
+        async with saver.conn.connection() as conn:
+            yield conn
+    else:
+        yield saver.conn

@@ -21,7 +21,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.config import get_stream_writer
@@ -206,6 +206,17 @@ def build_turn_graph(
     graph.add_edge("call_llm", "record_outcome")
     graph.add_edge("record_outcome", END)
     return graph.compile(checkpointer=checkpointer)
+
+
+def fresh_state(state: TurnState) -> TurnState:
+    """A run's input: `state`, with every other field of TurnState cleared (None).
+
+    A thread's runs share its LangGraph thread, and a channel keeps its value until
+    written: an input that left a field out would hand the previous run's value to
+    this one (a `recorded` left set would even skip `record_input`). None is "not
+    known yet": each node reads a field only after the node that writes it.
+    """
+    return cast(TurnState, {**dict.fromkeys(TurnState.__annotations__), **state})
 
 
 def recorded_input(started: StoredEvent) -> TurnState:

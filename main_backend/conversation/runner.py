@@ -33,7 +33,7 @@ from langgraph.graph.state import CompiledStateGraph
 from loguru import logger
 from sqlalchemy.exc import IntegrityError
 
-from main_backend.conversation.checkpoints import prune_thread
+from main_backend.conversation.checkpoints import drop_run, prune_ended_run, run_config
 from main_backend.conversation.graph import (
     RunDelta,
     RunEnded,
@@ -41,6 +41,7 @@ from main_backend.conversation.graph import (
     TurnContext,
     TurnState,
     append_outcome,
+    fresh_state,
     recorded_input,
 )
 from main_backend.conversation.ids import run_queued_id, run_started_id
@@ -56,11 +57,6 @@ from main_backend.events.types import CancelledBy
 START_ATTEMPTS = 5
 
 RunEvent = RunStarted | RunDelta | RunEnded
-
-
-def checkpoint_key(thread_id: str, run_id: str) -> str:
-    """The LangGraph thread of one run: pruning it can never touch the next run's."""
-    return f"{thread_id}:{run_id}"
 
 
 class RunHandle:
@@ -187,13 +183,13 @@ class TurnRunner:
     async def _drive(
         self, handle: RunHandle, state: TurnState | None, context: TurnContext
     ) -> None:
-        config: Any = {
-            "configurable": {"thread_id": checkpoint_key(handle.thread_id, handle.run_id)}
-        }
+        config = run_config(handle.thread_id, handle.run_id)
+        # The thread's latest checkpoint may be another run's: start from a clean state.
+        fresh = None if state is None else fresh_state(state)
         error: BaseException | None = None
         try:
             with logger.contextualize(thread_id=handle.thread_id, run_id=handle.run_id):
-                await self._stream(handle, state, config, context)
+                await self._stream(handle, fresh, config, context)
         except Exception as exc:
             error = exc
             # A new run's refused input (busy, conflict…) is its caller's to report;
@@ -230,15 +226,25 @@ class TurnRunner:
 
     async def _cleanup(self, handle: RunHandle) -> None:
         try:
-            await self._forget(handle.thread_id, handle.run_id)
+            await self._forget(handle.thread_id, handle.run_id, recorded=handle.ended is not None)
         except Exception:
             logger.exception("could not clean up after run {}", handle.run_id)
 
-    async def _forget(self, thread_id: str, run_id: str) -> None:
-        """Drop a finished run's checkpoints, then its lease: the lease goes last, so
-        a crash in between leaves it to mark the checkpoints for `collect_stale`."""
-        await prune_thread(self.checkpointer, checkpoint_key(thread_id, run_id))
+    async def _forget(self, thread_id: str, run_id: str, *, recorded: bool) -> None:
+        """Prune a finished run's checkpoints, then release its lease: the lease goes
+        last, so a crash in between leaves it to mark the run for `collect_stale`."""
+        await self._prune(thread_id, run_id, recorded=recorded)
         await self.leases.release(run_id)
+
+    async def _prune(self, thread_id: str, run_id: str, *, recorded: bool) -> None:
+        """A run whose input was recorded keeps its last checkpoint as the thread's
+        state, and the thread's older checkpoints go (never a newer run's: one may have
+        started already). One never recorded describes a run the log does not know:
+        only its own checkpoints go."""
+        if recorded:
+            await prune_ended_run(self.checkpointer, thread_id, run_id)
+        else:
+            await drop_run(self.checkpointer, thread_id, run_id)
 
     def request_local_cancel(self, run_id: str, reason: CancelledBy = "user") -> bool:
         handle = self.local.get(run_id)
@@ -428,7 +434,11 @@ class TurnRunner:
                 run.run_id,
                 run.thread_id,
             )
-            await prune_thread(self.checkpointer, checkpoint_key(run.thread_id, run.run_id))
+            # Not active: its input was never recorded, or its end was. An ended run's
+            # last checkpoint stays the thread's latest at whatever step it was saved
+            # (its replica may have died after the end's append, before the final save).
+            recorded = await self.store.get_event(run_started_id(run.run_id)) is not None
+            await self._prune(run.thread_id, run.run_id, recorded=recorded)
             await self.leases.release_stale(run.run_id)
         return len(stale)
 
@@ -439,13 +449,12 @@ class TurnRunner:
         if started is None:
             # Its input was never recorded (the thread names it active only from its
             # run.started on): there is no run to end, and nothing may be appended.
-            await self._forget(thread_id, run_id)
+            await self._forget(thread_id, run_id, recorded=False)
             return
         if resumes > self.max_resumes:
             await self._close_interrupted(thread_id, run_id)
             return
-        config: Any = {"configurable": {"thread_id": checkpoint_key(thread_id, run_id)}}
-        snapshot = await self.graph.aget_state(config)
+        snapshot = await self.graph.aget_state(run_config(thread_id, run_id))
         state: TurnState | None
         # `tasks`, not `next`: a step whose writes were saved before its checkpoint is
         # left out of `next` but still pending; continuing applies its writes.
@@ -482,4 +491,4 @@ class TurnRunner:
             },
         }
         await append_outcome(self.store, state)
-        await self._forget(thread_id, run_id)
+        await self._forget(thread_id, run_id, recorded=True)

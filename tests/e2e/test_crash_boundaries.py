@@ -5,9 +5,10 @@ at one precise point of the turn graph (record input → call the LLM → record
 before and after each checkpoint LangGraph saves, after the input's append, mid-stream,
 after the answer's append. A second, ordinary backend then starts on the same database.
 Whatever the point, the question ends answered once: one terminal event (`run.completed`
-with the upstream's answer), no duplicate message, and nothing left behind (no lease, no
-checkpoint). Killed before the input was recorded, nothing is appended for the run and
-its lease does not linger.
+with the upstream's answer), no duplicate message, and nothing left behind but the
+thread's state: no lease, and one checkpoint, the run's last, which LangGraph reads as the
+thread's. Killed before the input was recorded, nothing is appended for the run, its
+lease does not linger and none of its checkpoints stays.
 
 The turn of a new thread saves, in order: checkpoint 1 (the input), the start step's
 writes, checkpoint 2, [append 1: the question and run.started], record_input's writes,
@@ -32,6 +33,7 @@ from main_backend.db import create_database
 from main_backend.events.tables import events as events_table
 from main_backend.events.types import MESSAGE_ADDED, RUN_STARTED, RUN_TERMINAL_TYPES
 from tests.e2e.conftest import HTTP_TIMEOUT, Backends, FakeUpstream, poll, read_log
+from tests.support.checkpoints import checkpoint_runs, graph_state
 
 pytestmark = pytest.mark.e2e
 
@@ -79,16 +81,12 @@ def leftovers(database_url: str) -> dict[str, Any]:
                     )
                 ).all()
                 leases = (await conn.execute(sa.select(run_leases.c.run_id))).all()
-                checkpoints = await conn.scalar(sa.text("SELECT count(*) FROM checkpoints"))
-            return {
-                "events": stored,
-                "leases": [row.run_id for row in leases],
-                "checkpoints": checkpoints,
-            }
+            return {"events": stored, "leases": [row.run_id for row in leases]}
         finally:
             await db.dispose()
 
-    return asyncio.run(read())
+    # (thread id, run id) of each checkpoint, oldest first.
+    return {**asyncio.run(read()), "checkpoints": checkpoint_runs(database_url)}
 
 
 def ask_and_get_cut_off(client: httpx.Client, url: str, question: str) -> None:
@@ -123,10 +121,14 @@ def crash_and_take_over(
     new_events = [e for e in dead["events"] if e.thread_id not in threads_before]
     assert any(e.type == RUN_STARTED for e in new_events) == recorded, new_events
 
-    # The survivor takes the run over once its lease expires, and forgets it once ended.
+    # The survivor takes the run over once its lease expires, and forgets it once ended:
+    # each thread keeps one checkpoint, and a thread the log does not know none.
     def settled() -> dict[str, Any] | None:
         now = leftovers(database_url)
-        return now if not now["leases"] and not now["checkpoints"] else None
+        threads = [thread for thread, _ in now["checkpoints"]]
+        logged = {e.thread_id for e in now["events"]}
+        done = len(threads) == len(set(threads)) and set(threads) <= logged
+        return now if done and not now["leases"] else None
 
     after = poll(settled, 30, "the run to be taken over and forgotten")
     new_threads = {e.thread_id for e in after["events"]} - threads_before
@@ -136,6 +138,10 @@ def crash_and_take_over(
         return
 
     [thread_id] = new_threads
+    assert (thread_id, run_id) in after["checkpoints"]
+    state = graph_state(database_url, thread_id)  # at the end, or one step short of it
+    assert state.values["run_id"] == run_id
+    assert state.values["outcome"]["content"] == f"You said: {question}"
     events, thread = read_log(database_url, thread_id)
     terminal = [e for e in events if e.type in RUN_TERMINAL_TYPES and e.data["run_id"] == run_id]
     assert [(e.type, e.event_id) for e in terminal] == [

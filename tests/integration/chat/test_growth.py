@@ -8,44 +8,33 @@ import httpx
 
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.chat.conftest import ask
-from tests.support.databases import count, query
+from tests.support.checkpoints import (
+    checkpoint_runs,
+    engine_of,
+    graph_state,
+    stored_rows,
+    stored_size,
+)
+from tests.support.databases import query
+from tests.support.sse import parse_sse
 
 TURNS = 200
 USAGE = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
 
 
-def checkpoint_rows(database_url: str, thread_id: str) -> int:
-    return count(
-        database_url, "SELECT count(*) FROM checkpoints WHERE thread_id LIKE :t", t=f"{thread_id}:%"
-    )
-
-
-def pruned_soon(database_url: str, thread_id: str) -> bool:
-    """A run's checkpoints go right after its end is recorded (just after the answer)."""
+def settled(database_url: str, thread_id: str, run_id: str) -> dict[str, tuple[int, int]]:
+    """The thread's checkpoint rows once the run's end has pruned them (right after its
+    end is recorded): the run's last checkpoint alone. Per table: rows and bytes."""
     deadline = time.monotonic() + 5
-    while checkpoint_rows(database_url, thread_id) and time.monotonic() < deadline:
+    while checkpoint_runs(database_url, thread_id) != [(thread_id, run_id)]:
+        assert time.monotonic() < deadline, checkpoint_runs(database_url, thread_id)
         time.sleep(0.02)
-    return checkpoint_rows(database_url, thread_id) == 0
+    return stored_rows(database_url, thread_id)
 
 
 def checkpoint_bytes(database_url: str, thread_id: str) -> int:
     """Bytes of the thread's checkpoint rows (checkpoints and their writes/blobs)."""
-    total = 0
-    for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "writes"):
-        try:
-            rows = query(
-                database_url, f"SELECT * FROM {table} WHERE thread_id LIKE :t", t=f"{thread_id}:%"
-            )
-        except Exception:  # the table belongs to the other engine's saver
-            continue
-        total += sum(stored_size(value) for row in rows for value in row)
-    return total
-
-
-def stored_size(value: object) -> int:
-    if isinstance(value, bytes | memoryview):
-        return len(bytes(value))
-    return len(str(value).encode())
+    return sum(size for _, size in stored_rows(database_url, thread_id).values())
 
 
 def event_bytes(database_url: str, thread_id: str, from_version: int, to_version: int) -> int:
@@ -64,7 +53,9 @@ def test_checkpoints_stay_bounded_and_turns_cost_the_same_at_200_as_at_10(
 ) -> None:
     fast = {"content": "An answer of fixed size.", "usage": USAGE}
     upstream.script(fast)
-    thread_id = backend.post("/chat/", json=ask("Question number 000")).json()["thread_id"]
+    first = backend.post("/chat/", json=ask("Question number 000")).json()
+    thread_id = first["thread_id"]
+    at_rest = {1: settled(database_url, thread_id, first["run_id"])}
     in_flight: dict[int, int] = {}
     per_turn_events: dict[int, int] = {}
     for n in range(2, TURNS + 1):
@@ -77,23 +68,48 @@ def test_checkpoints_stay_bounded_and_turns_cost_the_same_at_200_as_at_10(
                 "POST", "/chat/stream", json=ask(f"Question number {n:03d}", thread_id=thread_id)
             ) as s:
                 lines = s.iter_lines()
-                next(line for line in lines if line == "event: delta")
+                seen = []
+                for line in lines:
+                    seen.append(line)
+                    if line == "event: delta":
+                        break
                 in_flight[n] = checkpoint_bytes(database_url, thread_id)
-                assert any(line == "event: run.completed" for line in lines)
+                seen.extend(lines)
+            events = parse_sse("\n".join(seen))
+            assert events[-1].event == "run.completed"
+            run_id = events[0].data["run_id"]
         else:
             upstream.script(fast)
             response = backend.post(
                 "/chat/", json=ask(f"Question number {n:03d}", thread_id=thread_id)
             )
             assert response.status_code == 200
+            run_id = response.json()["run_id"]
         version = 4 * n + 1
         per_turn_events[n] = event_bytes(database_url, thread_id, version - 3, version)
-        assert pruned_soon(database_url, thread_id), "finished runs are pruned"
+        at_rest[n] = settled(database_url, thread_id, run_id)
+
+    # At rest the thread keeps one checkpoint, its last run's, and LangGraph reads the
+    # thread's state from it; every older one (and its writes and blobs) is gone.
+    state = graph_state(database_url, thread_id)
+    assert state.values["run_id"] == run_id and state.next == ()
+    assert state.values["outcome"]["content"] == "An answer of fixed size."
+    # One checkpoint, no pending writes; on Postgres also the blobs of the state's two
+    # dicts (`params`, `outcome`), the rest being stored inline.
+    rows = {n: {table: count for table, (count, _) in at_rest[n].items()} for n in at_rest}
+    if engine_of(database_url) == "sqlite":
+        assert rows[1] == {"checkpoints": 1, "writes": 0}, rows[1]
+    else:
+        assert rows[1] == {"checkpoints": 1, "checkpoint_blobs": 2, "checkpoint_writes": 0}
+    assert rows[3] == rows[30] == rows[TURNS] == rows[1], rows
+    kept = {n: sum(size for _, size in at_rest[n].values()) for n in at_rest}
+    assert abs(kept[TURNS] - kept[3]) <= kept[3] * 0.02, {n: kept[n] for n in (1, 3, 30, TURNS)}
 
     # Same message sizes: the same bytes per turn, give or take the encoding of
     # numbers (a version of 38 is one msgpack byte, 798 three; timings' digits;
     # LangGraph's channel versions end in random fractions of varying length).
     # History kept in the state would make turn 200's checkpoint ~20 times turn 10's.
-    assert in_flight[10] > 0
+    # In flight: the previous run's checkpoint and this run's so far.
+    assert in_flight[10] > kept[10]
     assert abs(in_flight[TURNS] - in_flight[10]) <= in_flight[10] * 0.02, in_flight
     assert abs(per_turn_events[TURNS] - per_turn_events[10]) <= 8, per_turn_events

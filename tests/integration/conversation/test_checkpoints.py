@@ -25,9 +25,12 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from main_backend.conversation.checkpoints import (
+    drop_run,
     open_checkpointer,
     postgres_conninfo,
+    prune_ended_run,
     prune_thread,
+    run_config,
     sqlite_path,
 )
 from main_backend.db import create_database, normalize_database_url
@@ -49,14 +52,24 @@ class State(TypedDict):
 
 
 def two_step_graph(
-    saver: BaseCheckpointSaver[str], runs: dict[str, int], *, fail_second_once: bool = False
+    saver: BaseCheckpointSaver[str],
+    runs: dict[str, int],
+    *,
+    fail_second_once: bool = False,
+    gate: tuple[asyncio.Event, asyncio.Event] | None = None,
+    stop_before_second: bool = False,
 ) -> Any:
+    """`gate`: (entered, go): the second step says it started, and waits for go."""
+
     async def first(state: State) -> dict[str, Any]:
         runs["first"] += 1
         return {"steps": ["first"], "notes": {"first": runs["first"]}}
 
     async def second(state: State) -> dict[str, Any]:
         runs["second"] += 1
+        if gate is not None:
+            gate[0].set()
+            await gate[1].wait()
         if fail_second_once and runs["second"] == 1:
             raise RuntimeError("second step failed")
         return {"steps": ["second"], "notes": {**state["notes"], "second": runs["second"]}}
@@ -67,7 +80,9 @@ def two_step_graph(
     builder.add_edge(START, "first")
     builder.add_edge("first", "second")
     builder.add_edge("second", END)
-    return builder.compile(checkpointer=saver)
+    return builder.compile(
+        checkpointer=saver, interrupt_before=["second"] if stop_before_second else None
+    )
 
 
 def config(thread_id: str) -> Any:
@@ -231,6 +246,126 @@ async def test_prune_thread_deletes_one_thread_only(
     assert await saver.aget_tuple(config("t1")) is None
     assert await saver.aget_tuple(config("t2")) is not None
     await prune_thread(saver, "never-existed")  # not an error
+
+
+# --- A thread keeps its latest run's checkpoint --------------------------------------
+
+NEW_INPUT: dict[str, Any] = {"steps": [], "notes": {}}
+
+
+def counts() -> dict[str, int]:
+    return {"first": 0, "second": 0}
+
+
+async def run_to_end(saver: BaseCheckpointSaver[str], thread_id: str, run_id: str) -> None:
+    await two_step_graph(saver, counts()).ainvoke(
+        NEW_INPUT, run_config(thread_id, run_id), durability="sync"
+    )
+
+
+async def checkpoint_runs(
+    saver: BaseCheckpointSaver[str], thread_id: str
+) -> list[tuple[str, str | None]]:
+    """(checkpoint id, the run that saved it) of each of the thread's checkpoints, newest
+    first, from the metadata LangGraph saved."""
+    return [
+        (saved.checkpoint["id"], saved.metadata.get("run_id"))
+        async for saved in saver.alist(config(thread_id))
+    ]
+
+
+async def test_a_thread_keeps_its_last_runs_checkpoint_in_constant_space(
+    saver: BaseCheckpointSaver[str], database_url: str, engine_name: str
+) -> None:
+    await run_to_end(saver, "other", "r0")
+    other = await thread_rows(database_url, engine_name, "other")
+    graph = two_step_graph(saver, counts())
+    at_rest = []
+    for n in range(1, 4):
+        await run_to_end(saver, "t1", f"r{n}")
+        # input, before first, before second, final: each names the run.
+        assert [run for _, run in await checkpoint_runs(saver, "t1")][:4] == [f"r{n}"] * 4
+
+        # The run's three older checkpoints go, and the previous run's last.
+        assert await prune_ended_run(saver, "t1", f"r{n}") == (3 if n == 1 else 4)
+
+        [(kept, run)] = await checkpoint_runs(saver, "t1")
+        assert run == f"r{n}"
+        state = await graph.aget_state(config("t1"))
+        assert state.config["configurable"]["checkpoint_id"] == kept
+        assert state.metadata is not None and state.metadata["run_id"] == f"r{n}"
+        assert state.next == () and state.values["notes"] == {"first": 1, "second": 1}
+        assert state.parent_config is None  # its parent was pruned
+        at_rest.append(await thread_rows(database_url, engine_name, "t1"))
+    assert at_rest[0]["checkpoints"] == 1
+    assert at_rest[0] == at_rest[1] == at_rest[2], at_rest  # writes (and blobs) included
+    assert await prune_ended_run(saver, "t1", "no-such-run") == 0
+    assert await thread_rows(database_url, engine_name, "t1") == at_rest[-1]
+    assert await thread_rows(database_url, engine_name, "other") == other
+
+
+async def test_pruning_never_touches_a_newer_runs_checkpoints(
+    saver: BaseCheckpointSaver[str], database_url: str, engine_name: str
+) -> None:
+    # r1 is in its second step when r2 starts on the thread and saves checkpoints:
+    # they are newer than r1's first and older than r1's last, which r1 saves after.
+    entered, go = asyncio.Event(), asyncio.Event()
+    r1 = asyncio.create_task(
+        two_step_graph(saver, counts(), gate=(entered, go)).ainvoke(
+            NEW_INPUT, run_config("t1", "r1"), durability="sync"
+        )
+    )
+    await entered.wait()
+    # r2's input leaves `notes` alone, so its first checkpoints use the `notes` that
+    # r1's checkpoint before its second step holds (on Postgres: the same blob).
+    await two_step_graph(saver, counts(), stop_before_second=True).ainvoke(
+        {"steps": []}, run_config("t1", "r2"), durability="sync"
+    )
+    go.set()
+    await r1
+    before = await checkpoint_runs(saver, "t1")
+    r1_ids = [i for i, run in before if run == "r1"]
+    r2_ids = [i for i, run in before if run == "r2"]
+    assert min(r1_ids) < min(r2_ids) and max(r2_ids) < max(r1_ids), before
+
+    assert await prune_ended_run(saver, "t1", "r1") == len(r1_ids) - 1
+
+    after = await checkpoint_runs(saver, "t1")
+    assert after == [(max(r1_ids), "r1"), *((i, "r2") for i in r2_ids)]
+    for checkpoint_id in r2_ids:  # whole: no blob of theirs went with r1's checkpoints
+        saved = await saver.aget_tuple(
+            {
+                "configurable": {
+                    "thread_id": "t1",
+                    "checkpoint_ns": "",
+                    "checkpoint_id": checkpoint_id,
+                }
+            }
+        )
+        assert saved is not None
+        assert saved.checkpoint["channel_values"].get("notes") == {"first": 1}, checkpoint_id
+    rows = await thread_rows(database_url, engine_name, "t1")
+    assert rows["checkpoints"] == 1 + len(r2_ids)
+
+
+async def test_dropping_a_run_never_recorded_leaves_the_previous_runs_checkpoint(
+    saver: BaseCheckpointSaver[str], database_url: str, engine_name: str
+) -> None:
+    await run_to_end(saver, "t1", "r1")
+    await prune_ended_run(saver, "t1", "r1")
+    [(kept, _)] = await checkpoint_runs(saver, "t1")
+    settled = await thread_rows(database_url, engine_name, "t1")
+    # r2 stops after its first step (as a run refused there would), on top of r1's.
+    await two_step_graph(saver, counts(), stop_before_second=True).ainvoke(
+        NEW_INPUT, run_config("t1", "r2"), durability="sync"
+    )
+    assert [run for _, run in await checkpoint_runs(saver, "t1")] == ["r2"] * 3 + ["r1"]
+
+    assert await drop_run(saver, "t1", "r2") == 3
+
+    assert await checkpoint_runs(saver, "t1") == [(kept, "r1")]
+    assert await thread_rows(database_url, engine_name, "t1") == settled
+    assert await drop_run(saver, "t1", "r2") == 0
 
 
 # --- The migration is the savers' own schema ------------------------------------------
