@@ -1,10 +1,14 @@
-"""Queued runs survive the replica that drives their thread: real processes, one database.
+"""Background runs and double-texting across replicas: real processes, one database.
 
-Two backends share a database. Replica A drives a thread's run while more runs are
-queued on it (`if_busy: enqueue`, sent to replica B). A then dies with SIGKILL: in the
-middle of the answer, or right after the answer was stored and before it started the
-next queued run. Either way replica B finishes what A left (resumes the run, or starts
-the queue) and answers every queued question once, in order, with the history
+Each `if_busy` policy is sent to replica B while replica A drives the thread's run in the
+background: B refuses it, queues it, or queues it and has A's run stopped (the cancel
+reaches A through the run's lease), and the thread ends as the policy says.
+
+Queued runs survive the replica that drives their thread: A drives a thread's run while
+more runs are queued on it (`if_busy: enqueue`, sent to replica B). A then dies with
+SIGKILL: in the middle of the answer, or right after the answer was stored and before it
+started the next queued run. Either way replica B finishes what A left (resumes the run,
+or starts the queue) and answers every queued question once, in order, with the history
 alternating question and answer.
 """
 
@@ -94,3 +98,57 @@ def test_queued_runs_are_answered_in_order_after_the_driving_replica_dies(
         "Q2",
         "Q3",
     ]
+
+
+@pytest.mark.parametrize("policy", ["reject", "enqueue", "interrupt", "rollback"])
+def test_each_if_busy_policy_across_two_replicas(
+    backends: Backends, upstream: FakeUpstream, policy: str
+) -> None:
+    driver, other = backends.start(), backends.start()
+    first_answer = "".join(f"p{i} " for i in range(150))
+    upstream.script({"chunks": [f"p{i} " for i in range(150)], "chunk_delay": 0.04})
+    with httpx.Client(timeout=HTTP_TIMEOUT) as client:
+        first = background(client, driver.url, ask("Q1"))
+        thread_id, first_run = first["thread_id"], first["run_id"]
+        # The run is generating (two deltas seen through the other replica) before B is asked.
+        path = f"{other.url}/threads/{thread_id}/runs/{first_run}/stream"
+        with client.stream("GET", path) as joined:
+            names = []
+            for line in joined.iter_lines():
+                if line.startswith("event: "):
+                    names.append(line.removeprefix("event: "))
+                if names.count("delta") == 2:
+                    break
+        second = client.post(
+            other.url + "/chat/", json=ask("Q2", thread_id=thread_id, if_busy=policy)
+        )
+        if policy == "reject":
+            assert second.status_code == 409, second.text
+            assert second.json()["error"]["code"] == "thread_busy"
+        else:
+            assert second.status_code == 200, second.text
+            assert second.json()["message"]["content"] == "You said: Q2"
+        poll(
+            lambda: (
+                run_status(client, other.url, thread_id, first_run) in ("completed", "cancelled")
+            ),
+            60,
+            "the first run to end",
+        )
+        run = client.get(f"{other.url}/threads/{thread_id}/runs/{first_run}").json()
+        messages = client.get(f"{other.url}/threads/{thread_id}/messages").json()["messages"]
+    history = [(m["role"], m["content"]) for m in messages]
+    if policy in ("reject", "enqueue"):
+        assert run["status"] == "completed"
+        assert history[:2] == [("user", "Q1"), ("assistant", first_answer)]
+    else:
+        assert (run["status"], run["cancelled_by"]) == ("cancelled", policy)
+    if policy == "reject":
+        assert len(history) == 2
+    elif policy == "rollback":
+        assert history == [("user", "Q2"), ("assistant", "You said: Q2")]
+    else:
+        assert history[0] == ("user", "Q1") and first_answer.startswith(history[1][1])
+        assert history[2:] == [("user", "Q2"), ("assistant", "You said: Q2")]
+    if policy == "interrupt":
+        assert len(history[1][1]) < len(first_answer)
