@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from main_backend.app import create_app as create_backend
 from tests.fakes.openai_server import FakeOpenAI
@@ -179,13 +178,7 @@ def test_a_run_generated_again_after_a_hand_over_says_so_before_its_new_answer(
     upstream: FakeOpenAI,
     database_url: str,
     agent_url: str,
-    engine_name: str,
 ) -> None:
-    if engine_name == "sqlite":
-        # Stopping a replica mid-run in this process sometimes leaves a SQLite write
-        # lock held by one of its connections (seen without any progress writes too),
-        # so the survivor never takes the run over; to be looked into apart.
-        pytest.skip("a replica stopped mid-run in-process can leave SQLite locked")
     settings = backend_settings(database_url, agent_url, shutdown_grace_seconds=0, **FAST)
     first_answer = slow_answer(upstream, pieces=40, delay=0.1)
     with (
