@@ -11,8 +11,13 @@ from memory) while `listeners` clients join it on replica B
 - `progress writes`: INSERT/UPDATE statements on `run_progress` per turn (counted on
   the engines), i.e. the writes the joinable stream adds to a turn; they must not
   grow with the listeners;
-- `lag p50/max (ms)`: for each delta a joined client got, how long after replica A's
-  own stream reached that offset of the answer (the ids name the offset).
+- `lag p50/p99/max (ms)`: for each delta a joined client got, how long after replica
+  A's own stream reached that offset of the answer (the ids name the offset). The
+  clients share this process with the servers: with many listeners the lag includes
+  their own reading, so it is an upper bound of the servers' part.
+
+Rows: 1, 10 and 50 listeners (`LISTENERS`), each the mean or the percentiles over
+`TURNS` turns.
 
 Default: a fresh SQLite file, then (if reachable) a fresh Postgres database
 (TEST_POSTGRES_URL; under CI=true it must be reachable). Default settings
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import statistics
 import sys
 import time
@@ -77,6 +83,12 @@ async def note_deltas(lines: AsyncIterator[str], arrivals: dict[int, float]) -> 
             offset = int(line.rsplit("-", 1)[1]) if "-" in line else None
         elif line == "event: delta" and offset is not None:
             arrivals[offset] = time.perf_counter()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile (the largest value for a short list)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def lags(live: dict[int, float], joined: dict[int, float]) -> list[float]:
@@ -147,7 +159,10 @@ def measure(database_url: str, label: str, smoke: bool, poll_seconds: float | No
             )
             answer_seconds = chunks * delay
             print(f"\n{label}: {turns} turn(s) of {chunks} pieces over {answer_seconds:.1f} s")
-            print(f"{'listeners':>9} {'progress writes':>16} {'lag p50 (ms)':>13} {'max (ms)':>9}")
+            print(
+                f"{'listeners':>9} {'progress writes':>16} {'lag p50 (ms)':>13} "
+                f"{'p99 (ms)':>9} {'max (ms)':>9}"
+            )
             for listeners in listener_counts:
                 writes, all_lags = [], []
                 for _ in range(turns):
@@ -159,7 +174,8 @@ def measure(database_url: str, label: str, smoke: bool, poll_seconds: float | No
                     all_lags += turn_lags
                 print(
                     f"{listeners:>9} {statistics.mean(writes):>16.1f} "
-                    f"{statistics.median(all_lags) * 1000:>13.1f} {max(all_lags) * 1000:>9.1f}"
+                    f"{statistics.median(all_lags) * 1000:>13.1f} "
+                    f"{percentile(all_lags, 0.99) * 1000:>9.1f} {max(all_lags) * 1000:>9.1f}"
                 )
     finally:
         event.remove(Engine, "before_cursor_execute", counter)

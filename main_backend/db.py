@@ -8,6 +8,9 @@ never block or wait for writers. On Postgres both are the same pooled engine
 with pre-ping, so the pool survives a server restart, over connections that
 never wait forever for the server (`pg_connection`).
 
+Every SQLite connection (the engines' and the checkpointer's) is a
+`SQLiteConnection`, which rolls back before it closes: see there why.
+
 `DATABASE_UNAVAILABLE` names every error that means "the database cannot be
 used right now" (unreachable, silent, locked, or no connection to be had in
 time), whichever layer raised it: SQLAlchemy, or the checkpointer's psycopg
@@ -16,6 +19,7 @@ pool and aiosqlite connection, which SQLAlchemy does not wrap.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +44,26 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     psycopg.OperationalError,
     sqlite3.OperationalError,
 )
+
+
+class SQLiteConnection(sqlite3.Connection):
+    """A SQLite connection that ends its transaction when it is closed.
+
+    `sqlite3.Connection.close()` on a connection whose statement is still alive in a
+    cursor (an `executemany`'s, or a SELECT's with rows left) leaves it open as a
+    "zombie" that keeps its transaction, and SQLite's write lock, until that cursor is
+    garbage-collected. A replica stopping with a run in flight gets there: SQLAlchemy
+    closes a connection whose task was cancelled mid-statement without a rollback (the
+    traceback still holding the cursor), and the checkpointer may close while a
+    checkpoint write waits for its commit. Every other replica then finds the database
+    locked. Rolling back first releases the lock whatever cursors survive.
+    """
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # closed already, or the rollback failed
+            if self.in_transaction:
+                self.rollback()
+        super().close()
 
 
 def is_database_unavailable(exc: BaseException | None) -> bool:
@@ -137,7 +161,7 @@ def _sqlite(url: URL, busy_timeout_ms: int, echo: bool) -> Database:
     engine = create_async_engine(
         url,
         echo=echo,
-        connect_args={"timeout": busy_timeout_ms / 1000},
+        connect_args={"timeout": busy_timeout_ms / 1000, "factory": SQLiteConnection},
         pool_size=5,
         max_overflow=10,
     )

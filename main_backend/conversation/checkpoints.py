@@ -51,7 +51,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import URL
 
-from main_backend.db import normalize_database_url
+from main_backend.db import SQLiteConnection, normalize_database_url
 from main_backend.pg_connection import DatabaseTimeouts, bounded_connection_class
 
 __all__ = ["drop_run", "open_checkpointer", "prune_ended_run", "prune_thread", "run_config"]
@@ -144,7 +144,11 @@ def postgres_conninfo(url: URL) -> str:
 async def _sqlite_saver(url: URL, busy_timeout_ms: int) -> AsyncIterator[AsyncSqliteSaver]:
     path = sqlite_path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
-    async with aiosqlite.connect(path, timeout=busy_timeout_ms / 1000) as conn:
+    # A connection that rolls back before it closes: LangGraph's last write may still
+    # wait for its commit when the app stops (db.SQLiteConnection).
+    async with aiosqlite.connect(
+        path, timeout=busy_timeout_ms / 1000, factory=SQLiteConnection
+    ) as conn:
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         await conn.execute("PRAGMA synchronous=FULL")

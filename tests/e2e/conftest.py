@@ -6,6 +6,8 @@
 - `backends`: starts `uvicorn main_backend.main:app` processes (or another app path, such
   as `tests.support.crashing_backend:app`) on the test's database and stops every one of
   them at teardown.
+- `ask`, `chat`, `messages_of`: a chat request's body, a `POST /chat/` and a thread's
+  messages, on one of those processes.
 """
 
 from __future__ import annotations
@@ -170,6 +172,26 @@ def backends(database_url: str, llm_agent_url: str, tmp_path: Path) -> Iterator[
         yield group
     finally:
         group.stop_all()
+
+
+def ask(content: str, **fields: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": content}], **fields}
+
+
+def chat(client: httpx.Client, backend: ServiceProcess, body: dict[str, Any]) -> dict[str, Any]:
+    response = client.post(backend.url + "/chat/", json=body)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def messages_of(
+    client: httpx.Client, backend: ServiceProcess, thread_id: str
+) -> list[dict[str, Any]]:
+    response = client.get(f"{backend.url}/threads/{thread_id}/messages")
+    assert response.status_code == 200, response.text
+    messages: list[dict[str, Any]] = response.json()["messages"]
+    return messages
 
 
 def poll(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:

@@ -11,7 +11,6 @@ and across two processes over one Postgres database.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import accumulate
 from typing import Any
@@ -21,50 +20,25 @@ import pytest
 
 from main_backend.conversation.ids import terminal_event_id
 from main_backend.events.types import MESSAGE_ADDED, RUN_TERMINAL_TYPES
-from tests.e2e.conftest import HTTP_TIMEOUT, Backends, FakeUpstream, poll, read_log
+from tests.e2e.conftest import (
+    HTTP_TIMEOUT,
+    Backends,
+    FakeUpstream,
+    ask,
+    chat,
+    messages_of,
+    poll,
+    read_log,
+)
 from tests.support.servers import ServiceProcess
-from tests.support.sse import Event, parse_sse
+from tests.support.sse import iter_events, parse_sse
 
 pytestmark = pytest.mark.e2e
-
-
-def ask(content: str, **fields: Any) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": content}], **fields}
-
-
-def chat(client: httpx.Client, backend: ServiceProcess, body: dict[str, Any]) -> dict[str, Any]:
-    response = client.post(backend.url + "/chat/", json=body)
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
-def messages_of(
-    client: httpx.Client, backend: ServiceProcess, thread_id: str
-) -> list[dict[str, Any]]:
-    response = client.get(f"{backend.url}/threads/{thread_id}/messages")
-    assert response.status_code == 200, response.text
-    messages: list[dict[str, Any]] = response.json()["messages"]
-    return messages
 
 
 def prompt_of(request: dict[str, Any]) -> list[tuple[str, str]]:
     """The (role, content) pairs the upstream received, system messages aside."""
     return [(m["role"], m["content"]) for m in request["body"]["messages"] if m["role"] != "system"]
-
-
-def iter_sse(response: httpx.Response) -> Iterator[Event]:
-    """Events as they arrive (not after the stream ended)."""
-    block: list[str] = []
-    for line in response.iter_lines():
-        if line:
-            block.append(line)
-            continue
-        if block:
-            yield from parse_sse("\n".join(block) + "\n\n")
-            block = []
-    if block:
-        yield from parse_sse("\n".join(block))
 
 
 # 1 ------------------------------------------------------------------------------------
@@ -188,7 +162,7 @@ def test_backend_killed_mid_stream_resumes_and_ends_the_run_once(
     with httpx.Client(timeout=HTTP_TIMEOUT) as client:
         with client.stream("POST", backend.url + "/chat/stream", json=ask(question)) as response:
             assert response.status_code == 200
-            for event in iter_sse(response):
+            for event in iter_events(response.iter_lines()):
                 if event.event == "run.started":
                     started = event.data
                 elif event.event == "delta":

@@ -116,6 +116,48 @@ def event_count(database_url: str, thread_id: str | None = None) -> int:
     return count(database_url, "SELECT count(*) FROM events WHERE thread_id = :t", t=thread_id)
 
 
+WRITE_LOG = "test_write_log"
+
+
+def log_writes(database_url: str, table: str, key: str) -> None:
+    """Note every INSERT and UPDATE of `table`'s rows from now on, by whichever process
+    writes them: a trigger adds (the row's `key`, the database clock in seconds) to
+    `test_write_log`. A test-only instrument, exact on both engines; read it with
+    `logged_writes`."""
+    if make_url(database_url).get_backend_name() == "sqlite":
+        execute(database_url, f"CREATE TABLE {WRITE_LOG} (key TEXT NOT NULL, at REAL NOT NULL)")
+        for operation in ("INSERT", "UPDATE"):
+            execute(
+                database_url,
+                f"CREATE TRIGGER {WRITE_LOG}_{operation.lower()} AFTER {operation} ON {table} "
+                f"BEGIN INSERT INTO {WRITE_LOG} "
+                f"VALUES (NEW.{key}, (julianday('now') - 2440587.5) * 86400.0); END",
+            )
+        return
+    execute(database_url, f"CREATE TABLE {WRITE_LOG} (key text NOT NULL, at float8 NOT NULL)")
+    execute(
+        database_url,
+        f"CREATE FUNCTION {WRITE_LOG}_note() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"INSERT INTO {WRITE_LOG} VALUES (NEW.{key}, extract(epoch FROM clock_timestamp())); "
+        "RETURN NULL; END $$",
+    )
+    execute(
+        database_url,
+        f"CREATE TRIGGER {WRITE_LOG} AFTER INSERT OR UPDATE ON {table} "
+        f"FOR EACH ROW EXECUTE FUNCTION {WRITE_LOG}_note()",
+    )
+
+
+def logged_writes(database_url: str, key: str) -> list[float]:
+    """When each write `log_writes` noted for the row `key` happened, in order."""
+    rows = query(database_url, f"SELECT at FROM {WRITE_LOG} WHERE key = :key ORDER BY at", key=key)
+    times = []
+    for (at,) in rows:
+        assert isinstance(at, float), at
+        times.append(at)
+    return times
+
+
 def bench_databases(postgres: bool = True) -> Iterator[tuple[str, str]]:
     """(url, label) of a fresh database at the migration head on each engine, for the
     benchmarks: a temporary SQLite file, then (with `postgres`) a Postgres database when
