@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from main_backend.events.types import MESSAGE_ADDED, RUN_STARTED, RUN_TERMINAL_TYPES
-from tests.e2e.conftest import HTTP_TIMEOUT, Backends, FakeUpstream, poll, read_log
+from tests.e2e.conftest import HTTP_TIMEOUT, Backends, FakeUpstream, ask, poll, read_log
 
 pytestmark = pytest.mark.e2e
 
@@ -31,10 +31,6 @@ def background(client: httpx.Client, url: str, body: dict[str, Any]) -> dict[str
     assert response.status_code == 202, response.text
     accepted: dict[str, Any] = response.json()
     return accepted
-
-
-def ask(content: str, **fields: Any) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": content}], **fields}
 
 
 def run_status(client: httpx.Client, url: str, thread_id: str, run_id: str) -> str:

@@ -21,10 +21,9 @@ import httpx
 import pytest
 
 from main_backend.events.types import RUN_TERMINAL_TYPES
-from tests.e2e.conftest import HTTP_TIMEOUT, Backends, FakeUpstream, poll, read_log
-from tests.e2e.test_chat_processes import ask, iter_sse
+from tests.e2e.conftest import HTTP_TIMEOUT, Backends, FakeUpstream, ask, poll, read_log
 from tests.support.servers import ServiceProcess
-from tests.support.sse import Event
+from tests.support.sse import Event, iter_events
 
 pytestmark = pytest.mark.e2e
 
@@ -91,7 +90,7 @@ def test_sigterm_hands_runs_and_their_streams_over_to_another_replica(
         ) as response:
             assert response.status_code == 200
             location = response.headers["location"]
-            events = iter_sse(response)
+            events = iter_events(response.iter_lines())
             for event in events:
                 seen.append(event)
                 if event.event == "delta" and len(seen) >= 3:
@@ -139,7 +138,7 @@ def test_sigterm_hands_runs_and_their_streams_over_to_another_replica(
             "GET", staying.url + location, headers={"Last-Event-ID": str(seen[-1].id)}
         ) as resumed_response:
             assert resumed_response.status_code == 200
-            resumed = list(iter_sse(resumed_response))
+            resumed = list(iter_events(resumed_response.iter_lines()))
         try:
             assert resumed and resumed[-1].event == "run.completed", resumed
             stored = resumed[-1].data["message"]["content"]
@@ -177,7 +176,7 @@ def test_a_run_that_finishes_within_the_grace_completes_then_the_replica_exits(
         httpx.Client(timeout=HTTP_TIMEOUT) as client,
         client.stream("POST", backend.url + "/chat/stream", json=ask("Keep going")) as response,
     ):
-        for event in iter_sse(response):
+        for event in iter_events(response.iter_lines()):
             events.append(event)
             if event.event == "delta" and not signalled:
                 backend.process.send_signal(signal.SIGTERM)

@@ -12,8 +12,7 @@ import pytest
 from main_backend.values import MAX_QUEUED_RUNS
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.chat.conftest import StartBackend, ask, wait_idle
-from tests.integration.chat.test_run_streams import read_events, stream_path
-from tests.support.sse import parse_sse
+from tests.support.sse import parse_sse, read_events, run_stream_path
 
 ADMIN = "admin-token"
 
@@ -46,13 +45,15 @@ def background(backend: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     response = backend.post("/chat/", json={**body, "background": True})
     assert response.status_code == 202, response.text
     accepted: dict[str, Any] = response.json()
-    assert response.headers["location"] == stream_path(accepted["thread_id"], accepted["run_id"])
+    assert response.headers["location"] == run_stream_path(
+        accepted["thread_id"], accepted["run_id"]
+    )
     return accepted
 
 
 def generating(backend: httpx.Client, thread_id: str, run_id: str, deltas: int = 2) -> None:
     """Returns once the run has streamed `deltas` deltas (it is generating now)."""
-    with backend.stream("GET", stream_path(thread_id, run_id)) as response:
+    with backend.stream("GET", run_stream_path(thread_id, run_id)) as response:
         events = read_events(response.iter_lines(), most=1 + deltas)
     assert [e.event for e in events] == ["run.started"] + ["delta"] * deltas
 
@@ -86,7 +87,7 @@ def test_a_background_run_answers_202_at_once_and_goes_on(
     assert accepted["status"] == "running"
     thread_id, run_id = accepted["thread_id"], accepted["run_id"]
     assert backend.get(f"/threads/{thread_id}/runs/{run_id}").json()["status"] == "running"
-    with backend.stream("GET", stream_path(thread_id, run_id)) as response:
+    with backend.stream("GET", run_stream_path(thread_id, run_id)) as response:
         events = read_events(response.iter_lines())
     assert events[0].event == "run.started" and events[-1].event == "run.completed"
     assert "".join(e.data["text"] for e in events if e.event == "delta") == answer
@@ -240,7 +241,7 @@ def test_a_queued_chat_waits_for_its_own_answer(
     assert response.status_code == 200, response.text
     answered = response.json()
     assert answered["message"]["content"] == "You said: Q2"
-    assert response.headers["location"] == stream_path(thread_id, answered["run_id"])
+    assert response.headers["location"] == run_stream_path(thread_id, answered["run_id"])
     assert backend.get(f"/threads/{thread_id}/runs/{first['run_id']}").json()["status"] == (
         "completed"
     )
@@ -258,12 +259,12 @@ def test_a_queued_stream_says_queued_then_streams_its_run(
     assert names[:2] == ["run.queued", "run.started"] and names[-1] == "run.completed"
     assert [e.id for e in events[:2]] == ["queued", "start"]
     run_id = events[0].data["run_id"]
-    assert response.headers["location"] == stream_path(thread_id, run_id)
+    assert response.headers["location"] == run_stream_path(thread_id, run_id)
     assert [m["content"] for m in events[1].data["messages"]] == ["Q2"]
     assert "".join(e.data["text"] for e in events if e.event == "delta") == "You said: Q2"
     # Joined again after `queued`, it goes on from run.started.
     with backend.stream(
-        "GET", stream_path(thread_id, run_id), headers={"Last-Event-ID": "queued"}
+        "GET", run_stream_path(thread_id, run_id), headers={"Last-Event-ID": "queued"}
     ) as joined:
         again = read_events(joined.iter_lines())
     assert again[0].event == "run.started" and again[-1].event == "run.completed"

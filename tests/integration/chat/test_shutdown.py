@@ -21,9 +21,8 @@ from main_backend.app import create_app as create_backend
 from main_backend.shutdown import Shutdown
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.chat.conftest import ask, backend_settings
-from tests.integration.chat.test_run_streams import read_events, stream_path
 from tests.support.servers import serve_in_thread
-from tests.support.sse import Event
+from tests.support.sse import Event, read_events, run_stream_path
 
 TERMINAL = {"run.completed", "run.failed", "run.cancelled"}
 
@@ -92,7 +91,7 @@ def test_a_draining_replica_takes_no_run_and_ends_its_streams_at_the_deadline(
         lines = live.iter_lines()
         seen = read_events(lines, most=3)
         started = seen[0].data
-        path = stream_path(started["thread_id"], started["run_id"])
+        path = run_stream_path(started["thread_id"], started["run_id"])
 
         def join() -> list[Event]:
             with client.stream("GET", path, headers={"Last-Event-ID": "start"}) as joined:
@@ -151,7 +150,7 @@ def test_a_run_that_finishes_within_the_grace_ends_normally(
         wait_for(lambda: health(client) == (503, "draining"), "/health: draining")
         # During the grace a client may still join the run here.
         started = seen[0].data
-        path = stream_path(started["thread_id"], started["run_id"])
+        path = run_stream_path(started["thread_id"], started["run_id"])
         with client.stream("GET", path, headers={"Last-Event-ID": str(seen[-1].id)}) as joined:
             assert joined.status_code == 200
             rest_joined = read_events(joined.iter_lines())
