@@ -348,7 +348,12 @@ class TurnRunner:
             await asyncio.wait(runs, timeout=left)
         # Those that failed here and wait for the sweeper to hand them over too.
         unfinished = [*self.local, *self._abandoned]
-        tasks = [*self._loops, *(h.task for h in self.local.values() if h.task)]
+        # Starts of queued runs in flight too: none may outlive the database they use.
+        tasks = [
+            *self._loops,
+            *self._starting,
+            *(h.task for h in self.local.values() if h.task),
+        ]
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -385,6 +385,8 @@ def test_a_replay_shows_exactly_the_prompt_each_turn_sent(
     current = admin_get(backend, f"/admin/threads/{thread_id}/replay")
     assert current["at_version"] == current["thread"]["version"] == last["version"]
     assert current["thread"] == {**backend.get(f"/threads/{thread_id}").json(), "status": "idle"}
+    # The replay marks messages a rollback took out of the history; none was here.
+    assert [m.pop("rolled_back") for m in current["messages"]] == [False] * len(current["messages"])
     assert current["messages"] == backend.get(f"/threads/{thread_id}/messages").json()["messages"]
     assert (current["prompt"]["model"], current["prompt"]["params"]) == (
         "gpt-4o-mini",
