@@ -387,9 +387,11 @@ def test_a_queued_request_needs_messages(backend: httpx.Client, upstream: FakeOp
     slow(upstream)
     first = background(backend, ask("Q1"))
     thread_id = first["thread_id"]
+    version = backend.get(f"/threads/{thread_id}").json()["version"]
     response = backend.post(
         "/chat/", json={"thread_id": thread_id, "messages": [], "if_busy": "enqueue"}
     )
     assert response.status_code == 422
     assert response.json()["error"]["details"][0]["field"] == "messages"
+    assert backend.get(f"/threads/{thread_id}").json()["version"] == version
     wait_idle(backend, thread_id)
