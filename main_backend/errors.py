@@ -66,6 +66,15 @@ class RunNotFound(DomainError):
         self.run_id = run_id
 
 
+class MessageNotFound(DomainError):
+    """No such message in this user's thread (or one a rollback took out of the tree)."""
+
+    def __init__(self, thread_id: str, message_id: str) -> None:
+        super().__init__(f"message {message_id} of thread {thread_id} was not found")
+        self.thread_id = thread_id
+        self.message_id = message_id
+
+
 class NoActiveRun(DomainError):
     """Nothing to cancel: the thread has no active run, or the run named has ended."""
 

@@ -67,14 +67,12 @@ class MessageIn(_Strict):
     content: Content = Field(min_length=1)
 
 
-class ChatRequest(_Strict):
-    thread_id: Text | None = Field(default=None, min_length=1, max_length=64)
-    messages: list[MessageIn] = Field(default_factory=list)
+class _Answering(_Strict):
+    """What a request that starts a run says of the answer and of the run (as /chat/)."""
+
     model: Text | None = Field(default=None, min_length=1, max_length=200)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
-    system_prompt: Text | None = Field(default=None, min_length=1, max_length=20_000)
-    metadata: Metadata | None = None
     expected_version: int | None = Field(default=None, ge=0, le=MAX_VERSION)
     stream: bool = False
     # 202 at once; the run goes on, to be joined or read whenever the client likes.
@@ -83,6 +81,28 @@ class ChatRequest(_Strict):
     on_disconnect: Literal["continue", "cancel"] = "continue"
     # What happens when the thread is busy (docs/api.md, double-texting).
     if_busy: Literal["reject", "enqueue", "interrupt", "rollback"] = "reject"
+
+
+class EditRequest(_Answering):
+    """The edited question's new text: a sibling of the message edited."""
+
+    content: Content = Field(min_length=1)
+
+
+class RegenerateRequest(_Answering):
+    pass
+
+
+class CheckoutRequest(_Strict):
+    message_id: Text = Field(min_length=1, max_length=64)
+    expected_version: int | None = Field(default=None, ge=0, le=MAX_VERSION)
+
+
+class ChatRequest(_Answering):
+    thread_id: Text | None = Field(default=None, min_length=1, max_length=64)
+    messages: list[MessageIn] = Field(default_factory=list)
+    system_prompt: Text | None = Field(default=None, min_length=1, max_length=20_000)
+    metadata: Metadata | None = None
 
 
 class ThreadCreate(_Strict):
@@ -106,6 +126,8 @@ class Message(BaseModel):
     created_at: datetime
     version: int
     run_id: str | None
+    # The message it follows (None for a thread's first): threads are trees.
+    parent_id: str | None
 
     @classmethod
     def of(cls, message: MessageState) -> Message:
@@ -116,17 +138,35 @@ class Message(BaseModel):
             created_at=message.created_at,
             version=message.version,
             run_id=message.run_id,
+            parent_id=message.parent_id,
         )
 
 
-class ReplayedMessage(Message):
-    """A message as the admin replay shows it: rolled-back ones too, marked."""
+class PathMessage(Message):
+    """A message of the active path, with the versions a UI pages through (‹ i/n ›)."""
 
-    rolled_back: bool
+    # The messages with the same parent, itself included, oldest first.
+    sibling_ids: list[str]
 
     @classmethod
-    def of(cls, message: MessageState) -> ReplayedMessage:
-        return cls(**Message.of(message).model_dump(), rolled_back=message.rolled_back)
+    def listed(cls, message: MessageState, sibling_ids: list[str]) -> PathMessage:
+        return cls(**Message.of(message).model_dump(), sibling_ids=sibling_ids)
+
+
+class ReplayedMessage(PathMessage):
+    """A message as the admin replay shows it: every branch, rolled-back ones too, marked;
+    `active` on the path that was active at the replay's version."""
+
+    rolled_back: bool
+    active: bool
+
+    @classmethod
+    def replayed(cls, message: MessageState, sibling_ids: list[str]) -> ReplayedMessage:
+        return cls(
+            **PathMessage.listed(message, sibling_ids).model_dump(),
+            rolled_back=message.rolled_back,
+            active=message.active,
+        )
 
 
 class Thread(BaseModel):
@@ -138,6 +178,8 @@ class Thread(BaseModel):
     message_count: int
     status: Literal["idle", "busy"]
     metadata: dict[str, Any]
+    # The active leaf: the last message of the active path (None while it is empty).
+    head_id: str | None
 
     @classmethod
     def of(cls, thread: ThreadState) -> Thread:
@@ -150,6 +192,7 @@ class Thread(BaseModel):
             message_count=thread.message_count,
             status=thread.status,
             metadata=thread.metadata,
+            head_id=thread.head_id,
         )
 
 
@@ -217,7 +260,7 @@ class ThreadList(BaseModel):
 
 
 class MessageList(BaseModel):
-    messages: list[Message]
+    messages: list[PathMessage]
     # Pass it as `after_version` to read the next page.
     next_cursor: str | None
 

@@ -1,8 +1,9 @@
 """What operators see: every thread, the raw log, replays, and the read models' health.
 
-A replay rebuilds a thread from its events up to a version (never from the
-read model) and builds its prompt with `prompt_at`, the very function the turn
-graph's `call_llm` node calls, so it shows exactly what the model saw
+A replay folds a thread from its events up to a version (never from the read
+model: every branch as it stood then, the path active then marked) and builds its
+prompt with `prompt_at`, the very function the turn graph's `call_llm` node
+calls, so it shows exactly what the model saw
 (docs/design.md, principle 4). Re-running a replay calls the LLM agent and appends
 nothing. Nothing here knows about HTTP.
 """
@@ -95,9 +96,6 @@ class AdminService:
         events = await self.store.read_thread(thread_id, from_version=1, to_version=at + 1)
         thread, messages = fold(events[:at])
         assert thread is not None
-        prompt = await prompt_at(
-            self.store, thread, at, self.settings.system_prompt, self.settings.max_context_tokens
-        )
         started = next(
             (
                 data
@@ -105,6 +103,17 @@ class AdminService:
                 if (data := _run_started(e)) is not None and data["prompt_version"] == at
             ),
             None,
+        )
+        # The run started there answers its `parent_id` (a regeneration answers a question
+        # off the active path); a new turn would answer the active leaf of then.
+        answered = started.get("parent_id") if started is not None else None
+        leaf = answered if isinstance(answered, str) else thread.head_id
+        prompt = await prompt_at(
+            self.store,
+            thread,
+            leaf,
+            self.settings.system_prompt,
+            self.settings.max_context_tokens,
         )
         if started is not None:
             model, params = started["model"], dict(started["params"])

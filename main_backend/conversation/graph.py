@@ -1,10 +1,10 @@
 """The turn graph (LangGraph): record the input → call the LLM → record the outcome.
 
 The prompt sent upstream is built in `call_llm`, and only there: `prompt.prompt_at`
-at the run's `prompt_version` (stored in its `run.started` event) gives the system
-prompt, then the newest history that fits in MAX_CONTEXT_TOKENS, read from the log
-once. The log up to that version never changes, so the prompt is a function of it and
-of the settings (SYSTEM_PROMPT, MAX_CONTEXT_TOKENS) alone: a run resumed after a crash,
+from the message the run answers (`parent_id` in its `run.started` event) gives the
+system prompt, then the newest of that message's path that fits in MAX_CONTEXT_TOKENS,
+read once. A message and its ancestors never change, so the prompt is a function of
+the log and of the settings (SYSTEM_PROMPT, MAX_CONTEXT_TOKENS) alone: a run resumed after a crash,
 here or on another replica with the same settings, sends the prompt its first attempt
 sent, and the admin replay, which calls `prompt_at` too, shows it.
 
@@ -34,6 +34,7 @@ from main_backend.conversation.ids import (
     answer_message_event_id,
     answer_message_id,
     input_event_id,
+    rollback_head_event_id,
     rolled_back_event_id,
     run_started_id,
     terminal_event_id,
@@ -50,7 +51,9 @@ from main_backend.events.types import (
     RUN_COMPLETED,
     RUN_FAILED,
     RUN_ROLLED_BACK,
+    THREAD_HEAD_MOVED,
     CancelledBy,
+    MessageAddedData,
     NewEvent,
     RunCompletedData,
     RunFailedData,
@@ -72,6 +75,9 @@ class TurnState(TypedDict, total=False):
     model: str
     params: dict[str, Any]
     prompt_version: int
+    # The message the run answers (its answer hangs under it); None for a run started
+    # before threads were trees: then the thread's active leaf, its input.
+    parent_id: str | None
     outcome: dict[str, Any]
 
 
@@ -149,6 +155,7 @@ def build_turn_graph(
             "model": plan.model,
             "params": plan.params,
             "prompt_version": plan.prompt_version,
+            "parent_id": plan.parent_id,
         }
 
     async def call_llm(state: TurnState, runtime: Runtime[TurnContext]) -> TurnState:
@@ -158,7 +165,7 @@ def build_turn_graph(
         prompt = await prompt_at(
             store,
             thread,
-            state["prompt_version"],
+            state.get("parent_id") or thread.head_id,
             deps.default_system_prompt,
             deps.max_context_tokens,
         )
@@ -227,6 +234,7 @@ def recorded_input(started: StoredEvent) -> TurnState:
         "model": data["model"],
         "params": data["params"],
         "prompt_version": data["prompt_version"],
+        "parent_id": data.get("parent_id"),
     }
 
 
@@ -292,24 +300,31 @@ async def _generate(
         await iterator.aclose()  # type: ignore[attr-defined]
 
 
-def outcome_events(state: TurnState, inputs: list[str] | None = None) -> list[NewEvent]:
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """What a rollback takes out of the tree (the run's input messages, by id; its answer
+    too) and the active leaf it returns to."""
+
+    inputs: list[str]
+    head_id: str | None
+
+
+def outcome_events(state: TurnState, rollback: Rollback | None = None) -> list[NewEvent]:
     """The events that end the run: one terminal event, with the answer if there is one;
-    after a rollback's cancel, the `run.rolled_back` of the answer and `inputs` (the ids
-    of the run's input messages)."""
+    after a rollback's cancel, the `run.rolled_back` of the answer and its inputs, and
+    the active leaf's return."""
     run_id, outcome = state["run_id"], state["outcome"]
     metadata = {"request_id": state.get("request_id"), "user": state.get("user")}
-    answer = new_event(
-        MESSAGE_ADDED,
-        {
-            "message_id": answer_message_id(run_id),
-            "role": "assistant",
-            "content": outcome["content"],
-            "run_id": run_id,
-            "partial": outcome["status"] != "completed",
-        },
-        metadata,
-        answer_message_event_id(run_id),
-    )
+    data: MessageAddedData = {
+        "message_id": answer_message_id(run_id),
+        "role": "assistant",
+        "content": outcome["content"],
+        "run_id": run_id,
+        "partial": outcome["status"] != "completed",
+    }
+    if state.get("parent_id") is not None:
+        data["parent_id"] = state["parent_id"]
+    answer = new_event(MESSAGE_ADDED, data, metadata, answer_message_event_id(run_id))
     terminal_id = terminal_event_id(run_id)
     # "model" is what the agent reports it used.
     model = outcome["model"]
@@ -347,17 +362,23 @@ def outcome_events(state: TurnState, inputs: list[str] | None = None) -> list[Ne
                 terminal_id,
             ),
         ]
-        if by == "rollback":
+        if by == "rollback" and rollback is not None:
             # After the terminal event: `terminal_events` reads it and the answer before it.
-            gone = [*(inputs or []), answer_message_id(run_id)]
-            ended.append(
+            gone = [*rollback.inputs, answer_message_id(run_id)]
+            ended += [
                 new_event(
                     RUN_ROLLED_BACK,
                     {"run_id": run_id, "message_ids": gone},
                     metadata,
                     rolled_back_event_id(run_id),
-                )
-            )
+                ),
+                new_event(
+                    THREAD_HEAD_MOVED,
+                    {"message_id": rollback.head_id},
+                    metadata,
+                    rollback_head_event_id(run_id),
+                ),
+            ]
         return ended
     error = outcome["error"]
     return [
@@ -378,16 +399,16 @@ def outcome_events(state: TurnState, inputs: list[str] | None = None) -> list[Ne
 async def append_outcome(store: EventStore, state: TurnState) -> RunEnded:
     """Append the run's end (idempotently) and describe it."""
     thread_id, run_id, outcome = state["thread_id"], state["run_id"], state["outcome"]
-    inputs = None
+    rollback = None
     if outcome["status"] == "cancelled" and outcome.get("cancelled_by") == "rollback":
-        inputs = [m.message_id for m in await recorded_inputs(store, run_id)]
-    events = outcome_events(state, inputs)
+        rollback = await _rollback(store, state)
+    events = outcome_events(state, rollback)
     while True:
         version = await store.current_version(thread_id)
         try:
             result = await store.append(thread_id, events, version)
             return ended_from_events(
-                [e for e in result.events if e.type != RUN_ROLLED_BACK], outcome.get("error")
+                [e for e in result.events if e.type not in _AFTER_THE_END], outcome.get("error")
             )
         except VersionConflict:
             continue  # a title change landed meanwhile; the ids keep this idempotent
@@ -395,6 +416,20 @@ async def append_outcome(store: EventStore, state: TurnState) -> RunEnded:
             # The run was ended by someone else (closed as interrupted): report that.
             stored = await terminal_events(store, thread_id, run_id)
             return ended_from_events(stored, None)
+
+
+# What a rollback appends after the run's terminal event.
+_AFTER_THE_END = frozenset({RUN_ROLLED_BACK, THREAD_HEAD_MOVED})
+
+
+async def _rollback(store: EventStore, state: TurnState) -> Rollback:
+    """The run's inputs, and where the active leaf returns: the newest leaf under the
+    message the run started from (the leaf of then, for a new turn; for an edit or a
+    regeneration, the newest of the branches beside it), without what is rolled back."""
+    inputs = await recorded_inputs(store, state["run_id"])
+    start = inputs[0].parent_id if inputs else state.get("parent_id")
+    ids = [m.message_id for m in inputs]
+    return Rollback(ids, await store.newest_leaf(state["thread_id"], start, skip=ids))
 
 
 async def recorded_inputs(store: EventStore, run_id: str) -> list[MessageState]:

@@ -35,6 +35,10 @@ def rolled_back_event_id(run_id: str) -> str:
     return run_scoped_id(run_id, "rolled-back")
 
 
+def rollback_head_event_id(run_id: str) -> str:
+    return run_scoped_id(run_id, "rolled-back-head")
+
+
 def run_started_id(run_id: str) -> str:
     return run_scoped_id(run_id, "started")
 

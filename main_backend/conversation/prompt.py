@@ -1,12 +1,15 @@
 """Prompt building: a pure function of the thread's log (docs/design.md, principle 4).
 
-`prompt_at` is the prompt a turn at a version sends: the system prompt, then as
-much of the newest history as fits in the context budget. The turn graph's
-`call_llm` node and the admin replay both call it, so a replay shows exactly
-what the model saw. `select_history` decides which messages fit;
-`collect_history` feeds it from the store newest-first and stops reading as
-soon as the budget is full, so a turn at version 10,000 reads about what a
-turn at version 10 reads; `assemble_prompt` puts the result together.
+`prompt_at` is the prompt a turn answering a message sends: the system prompt, then
+as much of the newest history as fits in the context budget, where the history is
+the path from that message up to the thread's first (threads are trees; other
+branches are never read). The turn graph's `call_llm` node and the admin replay
+both call it, so a replay shows exactly what the model saw. `select_history`
+decides which messages fit; `collect_history` feeds it from the store newest-first
+and stops reading as soon as the budget is full, so a turn at version 10,000, or
+under the 150th edit of a question, reads about what a turn at version 10 reads;
+`assemble_prompt` puts the result together. A message never changes once added,
+nor does its parent, so the prompt answering a message is the same forever.
 """
 
 from __future__ import annotations
@@ -93,14 +96,14 @@ def system_prompt_for(thread: ThreadState, default: str | None) -> str | None:
 async def prompt_at(
     store: EventStore,
     thread: ThreadState,
-    version: int,
+    leaf_id: str | None,
     default_system_prompt: str | None,
     max_context_tokens: int,
 ) -> Prompt:
-    """The prompt a turn at `version` sends: what fits, newest history first."""
+    """The prompt a turn answering `leaf_id` sends: what fits of its path, newest first."""
     system_prompt = system_prompt_for(thread, default_system_prompt)
     history = await collect_history(
-        store.iter_messages_backwards(thread.thread_id, up_to_version=version),
+        store.iter_path(thread.thread_id, leaf_id),
         history_budget(system_prompt, max_context_tokens),
     )
     return assemble_prompt(system_prompt, history)

@@ -1,17 +1,21 @@
-"""Threads as their owner sees them: create, list, read, rename, delete, page messages."""
+"""Threads as their owner sees them: create, list, read, rename, delete, page the active
+path's messages, switch branches (checkout), fork."""
 
 from __future__ import annotations
 
 import builtins
 import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from main_backend.conversation.paging import encode_cursor, newest_first
 from main_backend.conversation.turns import owned_thread
-from main_backend.errors import InvalidRequest, VersionConflict
-from main_backend.events.fold import MessageState, ThreadState, fold
+from main_backend.errors import InvalidRequest, MessageNotFound, ThreadBusy, VersionConflict
+from main_backend.events.fold import MessageState, ThreadState, active_path, fold
 from main_backend.events.projections import message_from_row, thread_from_row
 from main_backend.events.store import EventStore
 from main_backend.events.tables import messages as messages_table
@@ -20,6 +24,7 @@ from main_backend.events.types import (
     MESSAGE_ADDED,
     THREAD_CREATED,
     THREAD_DELETED,
+    THREAD_HEAD_MOVED,
     THREAD_UPDATED,
     NewEvent,
     ThreadUpdatedData,
@@ -48,6 +53,37 @@ async def page_threads(
     page = found[:limit]
     last = page[-1] if len(found) > limit else None
     return page, None if last is None else encode_cursor(last.updated_at, last.thread_id)
+
+
+@dataclass(frozen=True, slots=True)
+class PathEntry:
+    """A message of the active path and the ids of its siblings (itself included)."""
+
+    message: MessageState
+    sibling_ids: list[str]
+
+
+async def _siblings(
+    conn: AsyncConnection, thread_id: str, parent_ids: Collection[str | None]
+) -> dict[str | None, list[str]]:
+    """The children of each of `parent_ids` (None: the thread's first messages), oldest
+    first, without the rolled-back ones: one query by the (thread_id, parent_id) index."""
+    m = messages_table.c
+    named = [p for p in parent_ids if p is not None]
+    under = [m.parent_id.in_(named)] if named else []
+    if None in parent_ids:
+        under.append(m.parent_id.is_(None))
+    if not under:
+        return {}
+    query = (
+        sa.select(m.message_id, m.parent_id)
+        .where(m.thread_id == thread_id, m.rolled_back.is_(False), sa.or_(*under))
+        .order_by(m.version)
+    )
+    found: dict[str | None, list[str]] = {}
+    for row in await conn.execute(query):
+        found.setdefault(row.parent_id, []).append(row.message_id)
+    return found
 
 
 class ThreadService:
@@ -88,23 +124,60 @@ class ThreadService:
 
     async def messages(
         self, user: str, thread_id: str, after_version: int, limit: int
-    ) -> tuple[builtins.list[MessageState], str | None]:
+    ) -> tuple[builtins.list[PathEntry], str | None]:
+        """The active path (root → active leaf) after `after_version`, oldest first, each
+        message with its siblings; and the `after_version` of the next page."""
         # (`builtins.`: in this class `list` is the method above.)
         await owned_thread(self.store, thread_id, user)
+        m = messages_table.c
         query = (
             sa.select(messages_table)
-            .where(
-                messages_table.c.thread_id == thread_id,
-                messages_table.c.version > after_version,
-                messages_table.c.rolled_back.is_(False),
-            )
-            .order_by(messages_table.c.version)
+            .where(m.thread_id == thread_id, m.version > after_version, m.active.is_(True))
+            .order_by(m.version)
             .limit(limit + 1)
         )
         async with self.store.db.engine.connect() as conn:
             found = [message_from_row(row) for row in await conn.execute(query)]
-        page = found[:limit]
-        return page, str(page[-1].version) if len(found) > limit else None
+            page = found[:limit]
+            siblings = await _siblings(conn, thread_id, {p.parent_id for p in page})
+        entries = [PathEntry(p, siblings.get(p.parent_id, [p.message_id])) for p in page]
+        return entries, str(page[-1].version) if len(found) > limit else None
+
+    async def checkout(
+        self,
+        user: str,
+        thread_id: str,
+        message_id: str,
+        expected_version: int | None,
+        request_id: str | None,
+    ) -> ThreadState:
+        """Make the newest leaf under `message_id` the active leaf (what a UI shows after
+        a click on a sibling's arrow): a `thread.head_moved`, unless it is already."""
+        while True:
+            thread = await owned_thread(self.store, thread_id, user)
+            if expected_version is not None and expected_version != thread.version:
+                raise VersionConflict(thread_id, expected_version, thread.version)
+            message = await self.store.get_message(thread_id, message_id)
+            if message is None or message.rolled_back:
+                raise MessageNotFound(thread_id, message_id)
+            if thread.status == "busy":
+                # The run's answer becomes the active leaf when it is recorded.
+                raise ThreadBusy(thread_id, thread.active_run_id)
+            leaf = await self.store.newest_leaf(thread_id, message_id)
+            if leaf == thread.head_id:
+                return thread
+            moved = new_event(
+                THREAD_HEAD_MOVED,
+                {"message_id": leaf},
+                {"request_id": request_id, "user": user},
+            )
+            try:
+                await self.store.append(thread_id, [moved], thread.version)
+            except VersionConflict:
+                if expected_version is not None:
+                    raise
+                continue  # the thread moved on meanwhile: look again
+            return await owned_thread(self.store, thread_id, user)
 
     async def update(
         self, user: str, thread_id: str, changes: dict[str, Any], request_id: str | None
@@ -128,13 +201,15 @@ class ThreadService:
     async def fork(
         self, user: str, thread_id: str, at_version: int | None, request_id: str | None
     ) -> ThreadState:
-        """A new thread of the same user holding the history up to `at_version`."""
+        """A new thread of the same user holding the path that was active at `at_version`
+        (one branch: the fork is linear)."""
         source = await owned_thread(self.store, thread_id, user)
         at = source.version if at_version is None else at_version
         if not 1 <= at <= source.version:
             raise InvalidRequest(f"at_version must be between 1 and {source.version}", "at_version")
         state, messages = fold(await self.store.read_thread(thread_id, to_version=at))
         assert state is not None
+        path = active_path(messages, state.head_id)
         metadata = {"request_id": request_id, "user": user}
         fork_id = str(uuid.uuid4())
         created = new_event(
@@ -148,21 +223,25 @@ class ThreadService:
             },
             metadata,
         )
-        copies = [
-            new_event(
-                MESSAGE_ADDED,
-                {
-                    "message_id": new_id(),
-                    "role": m.role,
-                    "content": m.content,
-                    "run_id": None,
-                    "partial": m.partial,
-                },
-                metadata,
+        copies = []
+        parent_id = None
+        for m in path:
+            copy_id = new_id()
+            copies.append(
+                new_event(
+                    MESSAGE_ADDED,
+                    {
+                        "message_id": copy_id,
+                        "role": m.role,
+                        "content": m.content,
+                        "run_id": None,
+                        "partial": m.partial,
+                        "parent_id": parent_id,
+                    },
+                    metadata,
+                )
             )
-            for m in messages
-            if not m.rolled_back
-        ]
+            parent_id = copy_id
         await self.store.append(fork_id, [created, *copies], 0)
         return await owned_thread(self.store, fork_id, user)
 

@@ -21,12 +21,13 @@ from main_backend.conversation.ids import (
 from main_backend.errors import (
     InvalidEvent,
     InvalidRequest,
+    MessageNotFound,
     QueueFull,
     ThreadBusy,
     ThreadNotFound,
     VersionConflict,
 )
-from main_backend.events.fold import ThreadState
+from main_backend.events.fold import MessageState, ThreadState
 from main_backend.events.store import EventStore
 from main_backend.events.types import (
     MESSAGE_ADDED,
@@ -60,8 +61,26 @@ class ChatMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Rebranch:
+    """Answer again from an earlier point of the thread, in a new branch: `edit` a user
+    message (the command's one message is its new text, a sibling of it) or
+    `regenerate` an assistant message (a new answer to its question, a sibling of it)."""
+
+    kind: Literal["edit", "regenerate"]
+    message_id: str
+
+
+# Where a run's input hangs: under the thread's active leaf (a new turn), or under an
+# explicit message (a rebranch; None for a thread's first).
+@dataclass(frozen=True, slots=True)
+class Under:
+    parent_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ChatCommand:
-    """Answer the newest user message of a thread (a new one if `thread_id` is None)."""
+    """Answer the newest user message of a thread (a new one if `thread_id` is None),
+    or, with `rebranch`, answer again from an earlier message."""
 
     user: str
     messages: list[ChatMessage]
@@ -74,6 +93,7 @@ class ChatCommand:
     expected_version: int | None = None
     request_id: str | None = None
     if_busy: IfBusy = "reject"
+    rebranch: Rebranch | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +110,12 @@ class TurnPlan:
         """The request that asked for the run (its events' metadata)."""
         request_id = self.events[-1].metadata.get("request_id")
         return request_id if isinstance(request_id, str) else None
+
+    @property
+    def parent_id(self) -> str | None:
+        """The message the run answers (its `run.started` says)."""
+        parent_id = self.events[-1].data.get("parent_id")
+        return parent_id if isinstance(parent_id, str) else None
 
     @property
     def prompt_version(self) -> int:
@@ -146,6 +172,7 @@ async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> Tur
                 input_event_id(run_id, 0),
             )
         ]
+        parent_id = None
     else:
         thread = await owned_thread(store, command.thread_id, command.user)
         for name in ("system_prompt", "metadata"):
@@ -153,19 +180,56 @@ async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> Tur
                 raise InvalidRequest(f"{name} can only be given for a new thread", name)
         if command.expected_version is not None and command.expected_version != thread.version:
             raise VersionConflict(thread.thread_id, command.expected_version, thread.version)
+        under = await _rebranch_parent(store, thread, command.rebranch)
         if thread.active_run_id is not None or thread.queued_run_ids:
             if command.if_busy == "reject":
                 raise ThreadBusy(thread.thread_id, thread.active_run_id)
-            return _queue_plan(thread, command, run_id, metadata)
+            return _queue_plan(thread, command, run_id, metadata, under)
         if command.messages:
             _require_user_last(command)
-        else:
+        elif under is None:
             await _require_unanswered_question(store, thread)
         thread_id, expected_version, head = thread.thread_id, thread.version, []
+        parent_id = thread.head_id if under is None else under.parent_id
     params = {"temperature": command.temperature, "max_tokens": command.max_tokens}
     return _start_plan(
-        thread_id, run_id, expected_version, head, command.messages, command.model, params, metadata
+        thread_id,
+        run_id,
+        expected_version,
+        head,
+        command.messages,
+        command.model,
+        params,
+        metadata,
+        parent_id,
     )
+
+
+async def _rebranch_parent(
+    store: EventStore, thread: ThreadState, rebranch: Rebranch | None
+) -> Under | None:
+    """Where a rebranch's input hangs (None for a new turn), once its message is found
+    and is of the role its kind needs."""
+    if rebranch is None:
+        return None
+    message = await store.get_message(thread.thread_id, rebranch.message_id)
+    if message is None or message.rolled_back:
+        raise MessageNotFound(thread.thread_id, rebranch.message_id)
+    if rebranch.kind == "edit":
+        if message.role != "user":
+            raise InvalidRequest(
+                f"only a user message can be edited; this one is an {message.role} "
+                "message (regenerate an answer instead)",
+                "message_id",
+            )
+        return Under(message.parent_id)
+    if message.role != "assistant" or message.parent_id is None:
+        raise InvalidRequest(
+            "only an assistant message that answers a message can be regenerated; "
+            f"this one is a {message.role} message (edit a question instead)",
+            "message_id",
+        )
+    return Under(message.parent_id)
 
 
 def plan_queued_start(thread: ThreadState, queued: StoredEvent) -> TurnPlan:
@@ -183,6 +247,7 @@ def plan_queued_start(thread: ThreadState, queued: StoredEvent) -> TurnPlan:
         data["model"],
         dict(data["params"]),
         dict(queued.metadata),
+        data.get("parent_id", thread.head_id),
     )
 
 
@@ -227,22 +292,28 @@ def _start_plan(
     model: str,
     params: dict[str, Any],
     metadata: dict[str, Any],
+    parent_id: str | None,
 ) -> TurnPlan:
-    messages = [
-        new_event(
-            MESSAGE_ADDED,
-            {
-                "message_id": input_message_id(run_id, i),
-                "role": m.role,
-                "content": m.content,
-                "run_id": None,
-                "partial": False,
-            },
-            metadata,
-            input_event_id(run_id, i + 1),
+    """`inputs` hang under `parent_id`, each under the one before; the run answers the
+    last of them (`parent_id` itself when there are none: a regeneration)."""
+    messages = []
+    for i, m in enumerate(inputs):
+        messages.append(
+            new_event(
+                MESSAGE_ADDED,
+                {
+                    "message_id": input_message_id(run_id, i),
+                    "role": m.role,
+                    "content": m.content,
+                    "run_id": None,
+                    "partial": False,
+                    "parent_id": parent_id,
+                },
+                metadata,
+                input_event_id(run_id, i + 1),
+            )
         )
-        for i, m in enumerate(inputs)
-    ]
+        parent_id = input_message_id(run_id, i)
     prompt_version = expected_version + len(head) + len(messages)
     started = new_event(
         RUN_STARTED,
@@ -251,6 +322,7 @@ def _start_plan(
             "model": model,
             "params": params,
             "prompt_version": prompt_version,
+            "parent_id": parent_id,
         },
         metadata,
         run_started_id(run_id),
@@ -259,28 +331,31 @@ def _start_plan(
 
 
 def _queue_plan(
-    thread: ThreadState, command: ChatCommand, run_id: str, metadata: dict[str, Any]
+    thread: ThreadState,
+    command: ChatCommand,
+    run_id: str,
+    metadata: dict[str, Any],
+    under: Under | None,
 ) -> QueuePlan:
-    if not command.messages:
-        raise InvalidRequest(
-            "a message for a busy thread needs messages: only an idle thread retries its "
-            "unanswered question",
-            "messages",
-        )
-    _require_user_last(command)
+    if under is None:
+        if not command.messages:
+            raise InvalidRequest(
+                "a message for a busy thread needs messages: only an idle thread retries "
+                "its unanswered question",
+                "messages",
+            )
+        _require_user_last(command)
     if len(thread.queued_run_ids) >= MAX_QUEUED_RUNS:
         raise QueueFull(thread.thread_id, MAX_QUEUED_RUNS)
-    event = new_event(
-        RUN_QUEUED,
-        {
-            "run_id": run_id,
-            "model": command.model,
-            "params": {"temperature": command.temperature, "max_tokens": command.max_tokens},
-            "messages": [{"role": m.role, "content": m.content} for m in command.messages],
-        },
-        metadata,
-        run_queued_id(run_id),
-    )
+    data: RunQueuedData = {
+        "run_id": run_id,
+        "model": command.model,
+        "params": {"temperature": command.temperature, "max_tokens": command.max_tokens},
+        "messages": [{"role": m.role, "content": m.content} for m in command.messages],
+    }
+    if under is not None:
+        data["parent_id"] = under.parent_id
+    event = new_event(RUN_QUEUED, data, metadata, run_queued_id(run_id))
     reason = STOPS_ACTIVE.get(command.if_busy)
     return QueuePlan(
         thread.thread_id,
@@ -298,10 +373,11 @@ def _require_user_last(command: ChatCommand) -> None:
 
 
 async def _require_unanswered_question(store: EventStore, thread: ThreadState) -> None:
-    async for message in store.iter_messages_backwards(thread.thread_id):
-        if message.role == "user":
-            return
-        break
+    leaf: MessageState | None = None
+    if thread.head_id is not None:
+        leaf = await store.get_message(thread.thread_id, thread.head_id)
+    if leaf is not None and leaf.role == "user":
+        return
     raise InvalidRequest(
         "messages may be empty only to retry an unanswered user message", "messages"
     )

@@ -31,6 +31,7 @@ from main_backend.events.types import (
     RUN_TERMINAL_TYPES,
     THREAD_CREATED,
     THREAD_DELETED,
+    THREAD_HEAD_MOVED,
     THREAD_UPDATED,
     CancelledBy,
     MessageAddedData,
@@ -40,6 +41,7 @@ from main_backend.events.types import (
     RunStartedData,
     StoredEvent,
     ThreadCreatedData,
+    ThreadHeadMovedData,
     ThreadUpdatedData,
     read_cancelled_by,
     read_data,
@@ -63,6 +65,8 @@ class ThreadState:
     # Runs accepted while the thread was busy (`run.queued`), oldest first: each starts
     # in turn once no run is active.
     queued_run_ids: list[str] = field(default_factory=list)
+    # The active leaf: the active path is it and its ancestors (docs/design.md, trees).
+    head_id: str | None = None
 
     @property
     def status(self) -> Literal["idle", "busy"]:
@@ -81,9 +85,15 @@ class MessageState:
     created_at: datetime
     # Taken out of the history (and every later prompt) by a `run.rolled_back`.
     rolled_back: bool = False
+    # The message it follows (None for a first message): threads are trees.
+    parent_id: str | None = None
+    # On the thread's active path (root → active leaf).
+    active: bool = False
 
 
-def message_from_event(event: StoredEvent) -> MessageState:
+def message_from_event(event: StoredEvent, head_id: str | None = None) -> MessageState:
+    """The message a `message.added` holds; one written before threads were trees (no
+    `parent_id`) hangs under `head_id`, the thread's active leaf when it was added."""
     data = read_data(event, MessageAddedData)
     return MessageState(
         message_id=data["message_id"],
@@ -94,6 +104,7 @@ def message_from_event(event: StoredEvent) -> MessageState:
         run_id=data["run_id"],
         partial=bool(data["partial"]),
         created_at=event.recorded_at,
+        parent_id=data.get("parent_id", head_id),
     )
 
 
@@ -135,10 +146,10 @@ def _without(state: ThreadState, run_id: object) -> list[str]:
     return [r for r in state.queued_run_ids if r != run_id]
 
 
-def readable_message(event: StoredEvent) -> MessageState | None:
+def readable_message(event: StoredEvent, head_id: str | None = None) -> MessageState | None:
     """The message a `message.added` event holds, or None (logged) when it holds none."""
     try:
-        return message_from_event(event)
+        return message_from_event(event, head_id)
     except InvalidEvent as exc:
         logger.warning("skipping a message that cannot be read: {}", exc)
         return None
@@ -147,8 +158,10 @@ def readable_message(event: StoredEvent) -> MessageState | None:
 def _applied(state: ThreadState, event: StoredEvent) -> tuple[ThreadState, MessageState | None]:
     message = None
     if event.type == MESSAGE_ADDED:
-        message = message_from_event(event)
-        state = replace(state, message_count=state.message_count + 1)
+        message = message_from_event(event, state.head_id)
+        state = replace(state, message_count=state.message_count + 1, head_id=message.message_id)
+    elif event.type == THREAD_HEAD_MOVED:
+        state = replace(state, head_id=read_data(event, ThreadHeadMovedData)["message_id"])
     elif event.type == RUN_STARTED:
         # Only what the fold reads is checked: a run that cannot be driven is still active.
         run_id = read_data(event, RunStartedData, "run_id")["run_id"]
@@ -194,7 +207,8 @@ def fold(
     events: Iterable[StoredEvent], state: ThreadState | None = None
 ) -> tuple[ThreadState | None, list[MessageState]]:
     """Fold `events` (one thread's, in version order) onto `state`: the thread, and the
-    messages the events add (marked `rolled_back` when a later one of them says so)."""
+    messages the events add (marked `rolled_back` when a later one of them says so, and
+    `active` when on the path from the thread's active leaf, as far as they reach)."""
     messages: list[MessageState] = []
     for event in events:
         state, message = apply(state, event)
@@ -204,7 +218,42 @@ def fold(
             messages = [
                 replace(m, rolled_back=True) if m.message_id in gone else m for m in messages
             ]
-    return state, messages
+    if state is None:
+        return state, messages
+    on_path = set(path_ids(messages, state.head_id))
+    return state, [replace(m, active=m.message_id in on_path) for m in messages]
+
+
+def path_ids(messages: Iterable[MessageState], leaf_id: str | None) -> list[str]:
+    """The ids from `leaf_id` up through its parents, leaf first, as far as `messages`
+    hold them (a cycle, which only a hand-written log could hold, ends the walk)."""
+    by_id = {m.message_id: m for m in messages}
+    path: list[str] = []
+    seen: set[str] = set()
+    current = leaf_id
+    while current is not None and current in by_id and current not in seen:
+        seen.add(current)
+        path.append(current)
+        current = by_id[current].parent_id
+    return path
+
+
+def active_path(messages: Iterable[MessageState], leaf_id: str | None) -> list[MessageState]:
+    """The path root → `leaf_id` among `messages` (oldest first)."""
+    listed = list(messages)
+    by_id = {m.message_id: m for m in listed}
+    return [by_id[i] for i in reversed(path_ids(listed, leaf_id))]
+
+
+def children(messages: Iterable[MessageState]) -> dict[str | None, list[str]]:
+    """Each parent's children ids (None: the first messages), oldest first: a message's
+    siblings, itself included, are its parent's children. Rolled-back messages are out
+    of the tree."""
+    found: dict[str | None, list[str]] = {}
+    for m in sorted(messages, key=lambda m: m.version):
+        if not m.rolled_back:
+            found.setdefault(m.parent_id, []).append(m.message_id)
+    return found
 
 
 # A run's status: "pending" from its `run.queued` (its input not in the history yet) to

@@ -18,7 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from main_backend.db import Database
 from main_backend.errors import InvalidEvent
-from main_backend.events.fold import MessageState, RunState, ThreadState, fold, fold_runs
+from main_backend.events.fold import (
+    MessageState,
+    RunState,
+    ThreadState,
+    fold,
+    fold_runs,
+    path_ids,
+)
 from main_backend.events.tables import event_from_row, lock_appends
 from main_backend.events.tables import events as events_table
 from main_backend.events.tables import messages as messages_table
@@ -101,6 +108,14 @@ async def save(
             .where(threads_table.c.thread_id == state.thread_id)
             .values(**changes)
         )
+    if previous is not None and previous.head_id != state.head_id:
+        # The new messages on the active path are marked already, as far as they reach;
+        # only where the path then goes on elsewhere than the old leaf must it be redrawn.
+        by_id = {m.message_id: m for m in messages}
+        reached = path_ids(messages, state.head_id)
+        beyond = by_id[reached[-1]].parent_id if reached else state.head_id
+        if beyond != previous.head_id:
+            await move_active_path(conn, state.thread_id, beyond)
     if messages:
         await conn.execute(messages_table.insert(), [message_row(m) for m in messages])
     if rolled_back:
@@ -121,6 +136,46 @@ async def save(
             )
         else:
             await conn.execute(runs_table.insert(), [run_row(run)])
+
+
+async def move_active_path(conn: AsyncConnection, thread_id: str, leaf_id: str | None) -> None:
+    """Mark the path root → `leaf_id` as the thread's active one (a stored message, or
+    None for an empty path), touching only the messages whose mark changes: walk up from
+    the leaf to the first message on the old path, then unmark the old path below it."""
+    m = messages_table.c
+    fork_version = 0
+    if leaf_id is not None:
+        up = (
+            sa.select(m.message_id, m.parent_id, m.version, m.active)
+            .where(m.thread_id == thread_id, m.message_id == leaf_id)
+            .cte("up", recursive=True)
+        )
+        parent = messages_table.alias("parent")
+        up = up.union(
+            sa.select(
+                parent.c.message_id, parent.c.parent_id, parent.c.version, parent.c.active
+            ).where(
+                parent.c.thread_id == thread_id,
+                parent.c.message_id == up.c.parent_id,
+                up.c.active.is_(False),
+            )
+        )
+        walked = (await conn.execute(sa.select(up.c.message_id, up.c.version, up.c.active))).all()
+        fork_version = max((row.version for row in walked if row.active), default=0)
+        joining = [row.message_id for row in walked if not row.active]
+    else:
+        joining = []
+    await conn.execute(
+        messages_table.update()
+        .where(m.thread_id == thread_id, m.active.is_(True), m.version > fork_version)
+        .values(active=False)
+    )
+    if joining:
+        await conn.execute(
+            messages_table.update()
+            .where(m.thread_id == thread_id, m.message_id.in_(joining))
+            .values(active=True)
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ increasing order and a reader of the feed never sees a gap fill in later.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -25,15 +25,13 @@ from main_backend.events.fold import (
     ThreadState,
     fold,
     fold_runs,
-    readable_message,
     rolled_back_ids,
     run_id_of,
 )
 from main_backend.events.tables import event_from_row, lock_appends
 from main_backend.events.tables import events as events_table
+from main_backend.events.tables import messages as messages_table
 from main_backend.events.types import (
-    MESSAGE_ADDED,
-    RUN_ROLLED_BACK,
     NewEvent,
     StoredEvent,
     check_new_events,
@@ -182,45 +180,79 @@ class EventStore:
         async with self.db.engine.connect() as conn:
             return [event_from_row(row) for row in await conn.execute(query)]
 
-    async def iter_messages_backwards(
-        self, thread_id: str, up_to_version: int | None = None, window: int = 64
-    ) -> AsyncIterator[MessageState]:
-        """The thread's messages, newest first, read from the log a window at a time;
-        those a `run.rolled_back` took out of the history are left out.
+    async def get_message(self, thread_id: str, message_id: str) -> MessageState | None:
+        """One message of the thread (from the read model), or None."""
+        query = sa.select(messages_table).where(
+            messages_table.c.thread_id == thread_id, messages_table.c.message_id == message_id
+        )
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else projections.message_from_row(row)
 
-        Each query is bounded by a range of `window` versions, so its cost does
-        not depend on the thread's length or on the planner's statistics; a
-        caller that stops early (a prompt that is full) reads only the windows
-        it used. A rollback comes after the messages it names, so reading
-        newest first meets it before them.
+    async def newest_leaf(
+        self, thread_id: str, message_id: str | None, skip: Collection[str] = ()
+    ) -> str | None:
+        """The newest message under `message_id` (itself if it has none; under None, in
+        the whole thread): a leaf, since a child is always newer than its parent. Rolled-
+        back messages and those in `skip`, and what hangs under them, are left out."""
+        m = messages_table.c
+        kept = [m.thread_id == thread_id, m.rolled_back.is_(False)]
+        if skip:
+            kept.append(m.message_id.not_in(skip))
+        if message_id is None:
+            query = sa.select(m.message_id).where(*kept).order_by(m.version.desc()).limit(1)
+        else:
+            down = (
+                sa.select(m.message_id, m.version)
+                .where(m.thread_id == thread_id, m.message_id == message_id)
+                .cte("down", recursive=True)
+            )
+            child = messages_table.alias("child")
+            c = child.c
+            down = down.union_all(
+                sa.select(c.message_id, c.version).where(
+                    c.thread_id == thread_id,
+                    c.parent_id == down.c.message_id,
+                    c.rolled_back.is_(False),
+                    *([c.message_id.not_in(skip)] if skip else []),
+                )
+            )
+            query = sa.select(down.c.message_id).order_by(down.c.version.desc()).limit(1)
+        async with self.db.engine.connect() as conn:
+            return await conn.scalar(query)
+
+    async def iter_path(
+        self, thread_id: str, leaf_id: str | None, window: int = 64
+    ) -> AsyncIterator[MessageState]:
+        """The path from `leaf_id` up to the thread's first message, leaf first, read from
+        the messages' parent links a window at a time.
+
+        Each query walks at most `window` parents (by primary key), so its cost depends
+        neither on the thread's length nor on how many branches it has; a caller that
+        stops early (a prompt that is full) reads only the windows it used.
         """
-        gone: set[str] = set()
-        upper = up_to_version
-        while upper is None or upper >= 1:
+        m = messages_table.c
+        current = leaf_id
+        while current is not None:
+            up = (
+                sa.select(messages_table, sa.literal(0).label("depth"))
+                .where(m.thread_id == thread_id, m.message_id == current)
+                .cte("up", recursive=True)
+            )
+            parent = messages_table.alias("parent")
+            up = up.union_all(
+                sa.select(parent, (up.c.depth + 1).label("depth")).where(
+                    parent.c.thread_id == thread_id,
+                    parent.c.message_id == up.c.parent_id,
+                    up.c.depth < window - 1,
+                )
+            )
+            query = sa.select(*(up.c[c.name] for c in messages_table.c)).order_by(up.c.depth)
             async with self.db.engine.connect() as conn:
-                if upper is None:
-                    upper = await _current_version(conn, thread_id)
-                lower = max(1, upper - window + 1)
-                rows = (
-                    await conn.execute(
-                        sa.select(events_table)
-                        .where(
-                            events_table.c.thread_id == thread_id,
-                            events_table.c.version.between(lower, upper),
-                            events_table.c.type.in_([MESSAGE_ADDED, RUN_ROLLED_BACK]),
-                        )
-                        .order_by(events_table.c.version.desc())
-                    )
-                ).all()
+                rows = (await conn.execute(query)).all()
             for row in rows:
-                event = event_from_row(row)
-                if event.type == RUN_ROLLED_BACK:
-                    gone.update(rolled_back_ids(event))
-                    continue
-                message = readable_message(event)
-                if message is not None and message.message_id not in gone:
-                    yield message
-            upper = lower - 1
+                yield projections.message_from_row(row)
+            current = rows[-1].parent_id if len(rows) == window else None
 
 
 def _event_row(event: StoredEvent) -> dict[str, object]:

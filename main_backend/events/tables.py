@@ -80,6 +80,7 @@ threads = sa.Table(
     sa.Column("active_run_id", ID, nullable=True),
     sa.Column("deleted", sa.Boolean, nullable=False),
     sa.Column("queued_run_ids", JSONType, nullable=False, server_default=sa.text("'[]'")),
+    sa.Column("head_id", ID, nullable=True),
     # A user's thread list: most recently updated first, paged by (updated_at, id).
     sa.Index(None, "owner", "updated_at", "thread_id"),
     # Finding runs to resume after a crash.
@@ -100,7 +101,12 @@ messages = sa.Table(
     sa.Column("partial", sa.Boolean, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("rolled_back", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("parent_id", ID, nullable=True),
+    # On the thread's active path: the page of messages reads these, by version.
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("thread_id", "version"),
+    # A message's siblings (same parent) and children.
+    sa.Index(None, "thread_id", "parent_id"),
 )
 
 # One row per run, kept small (no texts): its answer is in `messages`, its events in the log.

@@ -44,6 +44,7 @@ RUN_QUEUED: Final = "run.queued"
 RUN_ROLLED_BACK: Final = "run.rolled_back"
 THREAD_UPDATED: Final = "thread.updated"
 THREAD_DELETED: Final = "thread.deleted"
+THREAD_HEAD_MOVED: Final = "thread.head_moved"
 
 MessageRole = Literal["user", "assistant", "system"]
 
@@ -75,6 +76,10 @@ class MessageAddedData(TypedDict):
     run_id: str | None
     # True for an answer cut short (failed or cancelled run).
     partial: bool
+    # The message it answers or follows (None for a thread's first). Absent in events
+    # written before threads were trees: the fold reads those as hanging under the
+    # thread's active leaf, a linear history. A new message becomes the active leaf.
+    parent_id: NotRequired[str | None]
 
 
 class RunStartedData(TypedDict):
@@ -84,6 +89,10 @@ class RunStartedData(TypedDict):
     params: dict[str, Any]
     # The thread version the prompt ends at: the input recorded with this event.
     prompt_version: int
+    # The message the prompt ends at and the answer hangs under: the last input, or for a
+    # regeneration the question answered again. Absent before threads were trees: then
+    # the thread's active leaf at `prompt_version`.
+    parent_id: NotRequired[str | None]
 
 
 class QueuedMessage(TypedDict):
@@ -99,6 +108,10 @@ class RunQueuedData(TypedDict):
     model: str
     params: dict[str, Any]
     messages: list[QueuedMessage]
+    # Where the input hangs when the run starts: absent, under the active leaf of then (a
+    # new turn); present, under that message (an edit: the edited one's parent, None for
+    # a first message; a regeneration, with no messages: the question answered again).
+    parent_id: NotRequired[str | None]
 
 
 class RunCompletedData(TypedDict):
@@ -163,6 +176,14 @@ class ThreadDeletedData(TypedDict):
     pass
 
 
+class ThreadHeadMovedData(TypedDict):
+    """The thread's active leaf moves (a checkout; a rollback returning to where the
+    rolled-back run started): the active path is this message and its ancestors (none
+    when None). A `message.added` moves it too, to the new message, without this event."""
+
+    message_id: str | None
+
+
 EventData = (
     ThreadCreatedData
     | MessageAddedData
@@ -174,6 +195,7 @@ EventData = (
     | RunRolledBackData
     | ThreadUpdatedData
     | ThreadDeletedData
+    | ThreadHeadMovedData
 )
 
 # The catalogue: every event type and the type of its payload.
@@ -188,6 +210,7 @@ PAYLOAD_TYPES: dict[str, type] = {
     RUN_ROLLED_BACK: RunRolledBackData,
     THREAD_UPDATED: ThreadUpdatedData,
     THREAD_DELETED: ThreadDeletedData,
+    THREAD_HEAD_MOVED: ThreadHeadMovedData,
 }
 
 
@@ -340,6 +363,13 @@ def new_event(
 def new_event(
     type_: Literal["thread.deleted"],
     data: ThreadDeletedData,
+    metadata: dict[str, Any] | None = None,
+    event_id: str | None = None,
+) -> NewEvent: ...
+@overload
+def new_event(
+    type_: Literal["thread.head_moved"],
+    data: ThreadHeadMovedData,
     metadata: dict[str, Any] | None = None,
     event_id: str | None = None,
 ) -> NewEvent: ...

@@ -29,6 +29,7 @@ from main_backend.api.schemas import (
     VerifyResponse,
 )
 from main_backend.conversation.admin import Replay
+from main_backend.events.fold import children
 from main_backend.llm_client import LLM_CODES
 from main_backend.values import MAX_INTEGER, MAX_VERSION
 from stubichat_common.routing import JSONRoute
@@ -86,13 +87,18 @@ async def replay(
     admin: AdminDep,
     at_version: Annotated[int | None, Query(le=MAX_VERSION)] = None,
 ) -> ReplayResponse:
-    """The thread rebuilt from its events up to `at_version` (default: all), and the
-    prompt a turn at that version sends to the LLM agent."""
+    """The thread rebuilt from its events up to `at_version` (default: all): every
+    message of every branch, the path active then marked `active`; and the prompt a turn
+    at that version sends to the LLM agent."""
     found = await admin.replay(thread_id, at_version)
+    tree = children(found.messages)
     return ReplayResponse(
         at_version=found.at_version,
         thread=Thread.of(found.thread),
-        messages=[ReplayedMessage.of(m) for m in found.messages],
+        messages=[
+            ReplayedMessage.replayed(m, tree.get(m.parent_id, [m.message_id]))
+            for m in found.messages
+        ],
         prompt=_prompt(found, found.model, found.params),
     )
 

@@ -1,13 +1,15 @@
-"""Chat routes: a turn answered whole (`/chat/`) or streamed as SSE (`/chat/stream`)."""
+"""Chat routes: a turn answered whole (`/chat/`) or streamed as SSE (`/chat/stream`), and
+the turns that answer again from an earlier message (edit a question, regenerate an
+answer), which answer exactly alike."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from main_backend.api.deps import (
@@ -25,14 +27,24 @@ from main_backend.api.errors import (
     run_error_status,
 )
 from main_backend.api.routes.runs import stream_location
-from main_backend.api.schemas import ChatRequest, ChatResponse, Message, RunAccepted, Usage
+from main_backend.api.schemas import (
+    ChatRequest,
+    ChatResponse,
+    EditRequest,
+    Message,
+    MessageIn,
+    RegenerateRequest,
+    RunAccepted,
+    Text,
+    Usage,
+)
 from main_backend.api.streaming import sse_body
 from main_backend.conversation.chat import Accepted, ChatService, Repeat
 from main_backend.conversation.graph import RunDelta, RunEnded, RunStarted
 from main_backend.conversation.idempotency import request_hash
 from main_backend.conversation.runner import RunEvent, RunHandle
 from main_backend.conversation.streams import RunStreams, Sent, with_ids
-from main_backend.conversation.turns import ChatCommand, ChatMessage
+from main_backend.conversation.turns import ChatCommand, ChatMessage, Rebranch
 from main_backend.db import is_database_unavailable
 from main_backend.errors import InvalidRequest, RunCancelledBeforeStart
 from main_backend.llm_client import LLM_CODES
@@ -105,31 +117,25 @@ def to_command(
 Started = RunHandle | Repeat | Accepted
 
 
-async def _start(
-    body: ChatRequest,
-    user: str,
-    chat: ChatDep,
-    settings: Settings,
-    request_id: str | None,
-    key: str | None,
-    streamed: bool,
-) -> Started:
-    if body.background and streamed:
-        raise InvalidRequest(
-            "a background run answers 202 at once: join its stream at the Location it "
-            "gives instead of asking for a stream",
-            "background",
-        )
-    command = to_command(body, user, settings, request_id)
-    digest = request_hash(body.model_dump(mode="json", exclude={"stream", "on_disconnect"}))
-    return await chat.start(command, key, digest, background=body.background)
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """What every route that starts a run works with."""
+
+    request: Request
+    response: Response
+    user: str
+    chat: ChatService
+    streams: RunStreams
+    settings: Settings
+    metrics: Metrics
+    shutdown: Shutdown
+    request_id: str | None
+    idempotency_key: str | None
 
 
-@router.post("/chat/", response_model=ChatResponse, responses={**_SSE, **_BACKGROUND, **_ERRORS})
-async def chat_turn(
+def _turn(
     request: Request,
     response: Response,
-    body: ChatBody,
     user: UserDep,
     chat: ChatDep,
     streams: StreamsDep,
@@ -138,24 +144,121 @@ async def chat_turn(
     shutdown: ShutdownDep,
     request_id: RequestIdDep,
     idempotency_key: IdempotencyKey = None,
+) -> _Turn:
+    return _Turn(
+        request,
+        response,
+        user,
+        chat,
+        streams,
+        settings,
+        metrics,
+        shutdown,
+        request_id,
+        idempotency_key,
+    )
+
+
+TurnDep = Annotated[_Turn, Depends(_turn)]
+
+
+async def _start(
+    turn: _Turn, body: ChatRequest, rebranch: Rebranch | None, streamed: bool
+) -> Started:
+    turn.shutdown.refuse_new_runs()
+    if body.background and streamed:
+        raise InvalidRequest(
+            "a background run answers 202 at once: join its stream at the Location it "
+            "gives instead of asking for a stream",
+            "background",
+        )
+    command = replace(
+        to_command(body, turn.user, turn.settings, turn.request_id), rebranch=rebranch
+    )
+    asked = body.model_dump(mode="json", exclude={"stream", "on_disconnect"})
+    if rebranch is not None:
+        # One key names one request: the same text as an edit is another request.
+        asked["rebranch"] = {"kind": rebranch.kind, "message_id": rebranch.message_id}
+    return await turn.chat.start(
+        command, turn.idempotency_key, request_hash(asked), background=body.background
+    )
+
+
+@router.post("/chat/", response_model=ChatResponse, responses={**_SSE, **_BACKGROUND, **_ERRORS})
+async def chat_turn(
+    body: ChatBody, turn: TurnDep
 ) -> ChatResponse | JSONResponse | StreamingResponse:
     """Answer the thread's newest user message (`"stream": true` streams it;
     `"background": true` answers 202 at once)."""
-    shutdown.refuse_new_runs()
-    started = await _start(body, user, chat, settings, request_id, idempotency_key, body.stream)
+    return await _answer(turn, body, None)
+
+
+@router.post("/chat/stream", response_class=StreamingResponse, responses={**_SSE, **_ERRORS})
+async def chat_stream(body: ChatBody, turn: TurnDep) -> StreamingResponse:
+    """SSE: (`run.queued`), `run.started`, `delta`s, then one of `run.completed`,
+    `run.failed`, `run.cancelled` (none when this replica shuts down meanwhile: resume
+    at `Location`)."""
+    started = await _start(turn, body, None, True)
+    return await _sse_response(started, body, turn)
+
+
+Id = Annotated[Text, Path(min_length=1, max_length=64)]
+_REBRANCH_ERRORS = {**_SSE, **_BACKGROUND, **_ERRORS, **error_responses("message_not_found")}
+
+
+@router.post(
+    "/threads/{thread_id}/messages/{message_id}/edit",
+    response_model=ChatResponse,
+    responses=_REBRANCH_ERRORS,
+    tags=["threads"],
+)
+async def edit_message(
+    thread_id: Id, message_id: Id, body: EditRequest, turn: TurnDep
+) -> ChatResponse | JSONResponse | StreamingResponse:
+    """Ask an edited question: a sibling of the user message `message_id`, made the
+    active leaf and answered exactly as `/chat/` answers."""
+    chat_body = ChatRequest(
+        thread_id=thread_id,
+        messages=[MessageIn(role="user", content=body.content)],
+        **body.model_dump(exclude={"content"}),
+    )
+    return await _answer(turn, chat_body, Rebranch("edit", message_id))
+
+
+@router.post(
+    "/threads/{thread_id}/messages/{message_id}/regenerate",
+    response_model=ChatResponse,
+    responses=_REBRANCH_ERRORS,
+    tags=["threads"],
+)
+async def regenerate_message(
+    thread_id: Id,
+    message_id: Id,
+    turn: TurnDep,
+    body: Annotated[RegenerateRequest, Body(default_factory=RegenerateRequest)],
+) -> ChatResponse | JSONResponse | StreamingResponse:
+    """Answer the question of the assistant message `message_id` again, with the prompt
+    it had: a sibling of it, made the active leaf, answered exactly as `/chat/` answers."""
+    chat_body = ChatRequest(thread_id=thread_id, **body.model_dump())
+    return await _answer(turn, chat_body, Rebranch("regenerate", message_id))
+
+
+async def _answer(
+    turn: _Turn, body: ChatRequest, rebranch: Rebranch | None
+) -> ChatResponse | JSONResponse | StreamingResponse:
+    started = await _start(turn, body, rebranch, body.stream)
     if body.background:
         return _accepted(started)
     if body.stream:
-        return await _sse_response(
-            started, body, user, chat, streams, _Streaming(settings, metrics, shutdown)
-        )
+        return await _sse_response(started, body, turn)
+    shutdown = turn.shutdown
     if isinstance(started, Repeat):
         ended: RunEnded | None = started.ended
     else:
         # A queued run's end comes from whichever replica drives it. At the shutdown's
         # deadline the run is handed over: its answer comes later.
         waiting = (
-            streams.wait_ended(started.thread_id, started.run_id)
+            turn.streams.wait_ended(started.thread_id, started.run_id)
             if isinstance(started, Accepted)
             else started.wait_ended()
         )
@@ -167,36 +270,17 @@ async def chat_turn(
     if ended is None:
         error = started.error if isinstance(started, RunHandle) else None
         if error is not None and is_database_unavailable(error):
-            return database_unavailable_response(request, error)
+            return database_unavailable_response(turn.request, error)
         return error_response(
-            request, 500, "internal_error", "the answer could not be recorded; it will be retried"
+            turn.request,
+            500,
+            "internal_error",
+            "the answer could not be recorded; it will be retried",
         )
     if ended.status == "failed":
-        return _failed_response(request, ended)
-    response.headers["Location"] = stream_location(ended.thread_id, ended.run_id)
+        return _failed_response(turn.request, ended)
+    turn.response.headers["Location"] = stream_location(ended.thread_id, ended.run_id)
     return _chat_response(ended)
-
-
-@router.post("/chat/stream", response_class=StreamingResponse, responses={**_SSE, **_ERRORS})
-async def chat_stream(
-    body: ChatBody,
-    user: UserDep,
-    chat: ChatDep,
-    streams: StreamsDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    shutdown: ShutdownDep,
-    request_id: RequestIdDep,
-    idempotency_key: IdempotencyKey = None,
-) -> StreamingResponse:
-    """SSE: (`run.queued`), `run.started`, `delta`s, then one of `run.completed`,
-    `run.failed`, `run.cancelled` (none when this replica shuts down meanwhile: resume
-    at `Location`)."""
-    shutdown.refuse_new_runs()
-    started = await _start(body, user, chat, settings, request_id, idempotency_key, True)
-    return await _sse_response(
-        started, body, user, chat, streams, _Streaming(settings, metrics, shutdown)
-    )
 
 
 def _accepted(started: Started) -> JSONResponse:
@@ -251,24 +335,9 @@ def _failed_response(request: Request, ended: RunEnded) -> JSONResponse:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Streaming:
-    """What every SSE response of these routes is framed with."""
-
-    settings: Settings
-    metrics: Metrics
-    shutdown: Shutdown
-
-
-async def _sse_response(
-    started: Started,
-    body: ChatRequest,
-    user: str,
-    chat: ChatService,
-    streams: RunStreams,
-    framing: _Streaming,
-) -> StreamingResponse:
-    ping, metrics, shutdown = framing.settings.sse_ping_seconds, framing.metrics, framing.shutdown
+async def _sse_response(started: Started, body: ChatRequest, turn: _Turn) -> StreamingResponse:
+    user, chat, streams = turn.user, turn.chat, turn.streams
+    ping, metrics, shutdown = turn.settings.sse_ping_seconds, turn.metrics, turn.shutdown
     if isinstance(started, Repeat):
         thread_id, run_id = started.ended.thread_id, started.ended.run_id
         replayed = with_ids(_replayed(started), started.attempt)

@@ -10,9 +10,10 @@ from main_backend.api.deps import ChatDep, RequestIdDep, ThreadsDep, UserDep
 from main_backend.api.errors import error_responses
 from main_backend.api.schemas import (
     CancelAccepted,
+    CheckoutRequest,
     ForkRequest,
-    Message,
     MessageList,
+    PathMessage,
     Text,
     Thread,
     ThreadCreate,
@@ -89,9 +90,34 @@ async def list_messages(
     after_version: Annotated[int, Query(ge=0, le=MAX_VERSION)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> MessageList:
-    """Oldest first; `next_cursor` is the `after_version` of the next page."""
+    """The active path (root → active leaf), oldest first; `next_cursor` is the
+    `after_version` of the next page."""
     page, next_cursor = await threads.messages(user, thread_id, after_version, limit)
-    return MessageList(messages=[Message.of(m) for m in page], next_cursor=next_cursor)
+    return MessageList(
+        messages=[PathMessage.listed(e.message, e.sibling_ids) for e in page],
+        next_cursor=next_cursor,
+    )
+
+
+@router.post(
+    "/{thread_id}/checkout",
+    response_model=MessageList,
+    responses=error_responses(
+        "thread_not_found", "message_not_found", "thread_busy", "version_conflict"
+    ),
+)
+async def checkout(
+    thread_id: ThreadId,
+    body: CheckoutRequest,
+    user: UserDep,
+    threads: ThreadsDep,
+    request_id: RequestIdDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> MessageList:
+    """Switch branches: the newest leaf under `message_id` becomes the active leaf. Answers
+    the new active path's first page, as `GET /threads/{id}/messages` does."""
+    await threads.checkout(user, thread_id, body.message_id, body.expected_version, request_id)
+    return await list_messages(thread_id, user, threads, 0, limit)
 
 
 @router.post(

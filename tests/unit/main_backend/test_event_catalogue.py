@@ -39,7 +39,7 @@ def event_type_constants() -> dict[str, str]:
 
 def test_every_event_type_has_a_payload_type_and_every_payload_type_an_event_type() -> None:
     constants = event_type_constants()
-    assert len(constants) == 10
+    assert len(constants) == 11
     assert set(constants.values()) == set(PAYLOAD_TYPES)
     assert all(is_typeddict(payload) for payload in PAYLOAD_TYPES.values())
     assert len(set(PAYLOAD_TYPES.values())) == len(PAYLOAD_TYPES)
