@@ -85,7 +85,9 @@ async def measure(database_url: str, label: str, sizes: tuple[int, ...], samples
                 appends.append(time.perf_counter() - started)
                 started = time.perf_counter()
                 newest = []
-                async for m in store.iter_messages_backwards(thread_id):
+                thread = await store.get_thread(thread_id)
+                assert thread is not None
+                async for m in store.iter_path(thread_id, thread.head_id):
                     newest.append(m)
                     if len(newest) == 20:
                         break

@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 app.state.threads = ThreadService(store)
                 app.state.runs = RunService(store)
                 keys = IdempotencyKeys(db, settings.idempotency_ttl_hours)
-                app.state.chat = ChatService(store, runner, keys, progress)
+                app.state.chat = chat = ChatService(store, runner, keys, progress)
                 app.state.streams = RunStreams(store, progress, settings.stream_poll_seconds)
                 app.state.admin = AdminService(store, llm, settings)
                 # SIGTERM drains before the server waits for connections (shutdown.py).
@@ -136,6 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     unhook_signals()
                     purging.cancel()
                     await health.close()
+                    # Cancels asked by clients that left go through before the runs stop.
+                    await chat.close()
                     # Done already after a signal; else the runs get their grace now.
                     await shutdown.drain()
         finally:

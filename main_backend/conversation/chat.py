@@ -161,6 +161,17 @@ class ChatService:
         self._cancelling.add(task)
         task.add_done_callback(self._cancelling.discard)
 
+    async def close(self, grace_seconds: float = 2.0) -> None:
+        """Let the cancels of clients that left finish (within `grace_seconds`), then
+        stop any still going: none outlives the app (its database is closed next)."""
+        pending = set(self._cancelling)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=grace_seconds)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
     async def _cancel_left(self, user: str, thread_id: str, run_id: str) -> None:
         try:
             await self.cancel(user, thread_id, run_id)

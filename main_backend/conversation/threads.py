@@ -70,19 +70,22 @@ async def _siblings(
     first, without the rolled-back ones: one query by the (thread_id, parent_id) index."""
     m = messages_table.c
     named = [p for p in parent_ids if p is not None]
-    under = [m.parent_id.in_(named)] if named else []
+    # Led by the parent ids (the (parent_id, thread_id) index); the thread is checked on
+    # the rows, so no stale estimate of its size makes this a scan of the thread.
+    under: list[sa.ColumnElement[bool]] = [m.parent_id.in_(named)] if named else []
     if None in parent_ids:
-        under.append(m.parent_id.is_(None))
+        under.append(sa.and_(m.parent_id.is_(None), m.thread_id == thread_id))
     if not under:
         return {}
     query = (
-        sa.select(m.message_id, m.parent_id)
-        .where(m.thread_id == thread_id, m.rolled_back.is_(False), sa.or_(*under))
+        sa.select(m.message_id, m.parent_id, m.thread_id)
+        .where(m.rolled_back.is_(False), sa.or_(*under))
         .order_by(m.version)
     )
     found: dict[str | None, list[str]] = {}
     for row in await conn.execute(query):
-        found.setdefault(row.parent_id, []).append(row.message_id)
+        if row.thread_id == thread_id:
+            found.setdefault(row.parent_id, []).append(row.message_id)
     return found
 
 

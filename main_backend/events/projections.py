@@ -146,21 +146,32 @@ async def move_active_path(conn: AsyncConnection, thread_id: str, leaf_id: str |
     fork_version = 0
     if leaf_id is not None:
         up = (
-            sa.select(m.message_id, m.parent_id, m.version, m.active)
-            .where(m.thread_id == thread_id, m.message_id == leaf_id)
+            sa.select(m.message_id, m.thread_id, m.parent_id, m.version, m.active)
+            .where(m.message_id == leaf_id)
             .cte("up", recursive=True)
         )
         parent = messages_table.alias("parent")
+        # By primary key alone, as `EventStore.iter_path` walks (see there).
         up = up.union(
             sa.select(
-                parent.c.message_id, parent.c.parent_id, parent.c.version, parent.c.active
+                parent.c.message_id,
+                parent.c.thread_id,
+                parent.c.parent_id,
+                parent.c.version,
+                parent.c.active,
             ).where(
-                parent.c.thread_id == thread_id,
                 parent.c.message_id == up.c.parent_id,
+                up.c.thread_id == thread_id,
                 up.c.active.is_(False),
             )
         )
-        walked = (await conn.execute(sa.select(up.c.message_id, up.c.version, up.c.active))).all()
+        walked = (
+            await conn.execute(
+                sa.select(up.c.message_id, up.c.version, up.c.active).where(
+                    up.c.thread_id == thread_id
+                )
+            )
+        ).all()
         fork_version = max((row.version for row in walked if row.active), default=0)
         joining = [row.message_id for row in walked if not row.active]
     else:

@@ -182,12 +182,13 @@ class EventStore:
 
     async def get_message(self, thread_id: str, message_id: str) -> MessageState | None:
         """One message of the thread (from the read model), or None."""
-        query = sa.select(messages_table).where(
-            messages_table.c.thread_id == thread_id, messages_table.c.message_id == message_id
-        )
+        # By primary key alone (see `iter_path`), the thread checked after.
+        query = sa.select(messages_table).where(messages_table.c.message_id == message_id)
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(query)).first()
-        return None if row is None else projections.message_from_row(row)
+        if row is None or row.thread_id != thread_id:
+            return None
+        return projections.message_from_row(row)
 
     async def newest_leaf(
         self, thread_id: str, message_id: str | None, skip: Collection[str] = ()
@@ -202,22 +203,28 @@ class EventStore:
         if message_id is None:
             query = sa.select(m.message_id).where(*kept).order_by(m.version.desc()).limit(1)
         else:
+            # By ids alone, as `iter_path` walks (see there).
             down = (
-                sa.select(m.message_id, m.version)
-                .where(m.thread_id == thread_id, m.message_id == message_id)
+                sa.select(m.message_id, m.thread_id, m.version)
+                .where(m.message_id == message_id)
                 .cte("down", recursive=True)
             )
             child = messages_table.alias("child")
             c = child.c
             down = down.union_all(
-                sa.select(c.message_id, c.version).where(
-                    c.thread_id == thread_id,
+                sa.select(c.message_id, c.thread_id, c.version).where(
                     c.parent_id == down.c.message_id,
+                    down.c.thread_id == thread_id,
                     c.rolled_back.is_(False),
                     *([c.message_id.not_in(skip)] if skip else []),
                 )
             )
-            query = sa.select(down.c.message_id).order_by(down.c.version.desc()).limit(1)
+            query = (
+                sa.select(down.c.message_id)
+                .where(down.c.thread_id == thread_id)
+                .order_by(down.c.version.desc())
+                .limit(1)
+            )
         async with self.db.engine.connect() as conn:
             return await conn.scalar(query)
 
@@ -236,23 +243,32 @@ class EventStore:
         while current is not None:
             up = (
                 sa.select(messages_table, sa.literal(0).label("depth"))
-                .where(m.thread_id == thread_id, m.message_id == current)
+                .where(m.message_id == current)
                 .cte("up", recursive=True)
             )
             parent = messages_table.alias("parent")
+            # The parent by its primary key alone: with the thread in the join too, a
+            # planner with stale statistics scans the thread's messages at every step.
+            # A parent of another thread (written around the checks) ends the walk.
             up = up.union_all(
                 sa.select(parent, (up.c.depth + 1).label("depth")).where(
-                    parent.c.thread_id == thread_id,
                     parent.c.message_id == up.c.parent_id,
+                    up.c.thread_id == thread_id,
                     up.c.depth < window - 1,
                 )
             )
-            query = sa.select(*(up.c[c.name] for c in messages_table.c)).order_by(up.c.depth)
+            query = (
+                sa.select(*(up.c[c.name] for c in messages_table.c))
+                .where(up.c.thread_id == thread_id)
+                .order_by(up.c.depth)
+            )
             async with self.db.engine.connect() as conn:
                 rows = (await conn.execute(query)).all()
             for row in rows:
                 yield projections.message_from_row(row)
             current = rows[-1].parent_id if len(rows) == window else None
+            if not rows:
+                return
 
 
 def _event_row(event: StoredEvent) -> dict[str, object]:

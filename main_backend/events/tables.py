@@ -105,8 +105,10 @@ messages = sa.Table(
     # On the thread's active path: the page of messages reads these, by version.
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("thread_id", "version"),
-    # A message's siblings (same parent) and children.
-    sa.Index(None, "thread_id", "parent_id"),
+    # A message's children (its siblings are its parent's); the thread's first messages
+    # by (NULL, thread). Led by the parent: walks and lookups go by ids alone, which no
+    # planner's stale estimate of a thread's size turns into a scan of the thread.
+    sa.Index(None, "parent_id", "thread_id"),
 )
 
 # One row per run, kept small (no texts): its answer is in `messages`, its events in the log.

@@ -4,7 +4,7 @@ are on the active path.
 - `messages.parent_id`: the message it follows (None for a first message);
 - `messages.active`: on the thread's active path (root → active leaf);
 - `threads.head_id`: the active leaf;
-- an index of the messages by (thread_id, parent_id): siblings and children.
+- an index of the messages by (parent_id, thread_id): children, and siblings.
 
 The backfill is today's fold (`fold`), exactly what `POST /admin/projections/rebuild`
 writes: events written before trees hang each message under the one before it, so
@@ -63,7 +63,7 @@ def upgrade() -> None:
     op.add_column(
         "messages", sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.false())
     )
-    op.create_index("ix_messages_thread_id_parent_id", "messages", ["thread_id", "parent_id"])
+    op.create_index("ix_messages_parent_id_thread_id", "messages", ["parent_id", "thread_id"])
     _backfill(op.get_bind())
 
 
@@ -119,7 +119,7 @@ def _backfill(conn: sa.Connection) -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_messages_thread_id_parent_id", "messages")
+    op.drop_index("ix_messages_parent_id_thread_id", "messages")
     # Plain ALTER TABLE … DROP COLUMN, as in 0008: a batch copy of `threads` breaks the
     # foreign keys that refer to it.
     for table, column in (

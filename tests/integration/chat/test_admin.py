@@ -161,6 +161,7 @@ def test_threads_of_every_user_most_recent_first(start_backend: StartBackend) ->
         "message_count",
         "status",
         "metadata",
+        "head_id",
         "owner",
         "deleted",
     }
@@ -244,6 +245,7 @@ def test_a_threads_events_page_with_next_from_version(start_backend: StartBacken
         "model": "gpt-4o-mini",
         "params": {"temperature": 0.4, "max_tokens": None},
         "prompt_version": 2,
+        "parent_id": whole[1]["data"]["message_id"],
     }
     assert started["metadata"]["user"] == "local"
 
@@ -385,8 +387,10 @@ def test_a_replay_shows_exactly_the_prompt_each_turn_sent(
     current = admin_get(backend, f"/admin/threads/{thread_id}/replay")
     assert current["at_version"] == current["thread"]["version"] == last["version"]
     assert current["thread"] == {**backend.get(f"/threads/{thread_id}").json(), "status": "idle"}
-    # The replay marks messages a rollback took out of the history; none was here.
+    # The replay marks messages a rollback took out of the history (none was here) and
+    # those on the active path (all of them: one branch).
     assert [m.pop("rolled_back") for m in current["messages"]] == [False] * len(current["messages"])
+    assert [m.pop("active") for m in current["messages"]] == [True] * len(current["messages"])
     assert current["messages"] == backend.get(f"/threads/{thread_id}/messages").json()["messages"]
     assert (current["prompt"]["model"], current["prompt"]["params"]) == (
         "gpt-4o-mini",

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from main_backend.db import Database
 from main_backend.errors import EventIdConflict, InvalidEvent, VersionConflict
+from main_backend.events.fold import MessageState
 from main_backend.events.store import EventStore
 from main_backend.events.types import NewEvent
 from tests.support.events import message_added, run_completed, run_started, thread_created
@@ -203,7 +204,9 @@ async def test_the_global_feed_pages_in_position_order(store: EventStore) -> Non
     assert await store.read_all(feed[-1].position) == []
 
 
-async def test_messages_backwards_reads_only_what_it_needs(store: EventStore, db: Database) -> None:
+async def test_a_path_is_read_a_window_of_parents_at_a_time(
+    store: EventStore, db: Database
+) -> None:
     await store.append("t1", [thread_created()], 0)
     version = 1
     for start in range(0, 600, 100):
@@ -212,26 +215,50 @@ async def test_messages_backwards_reads_only_what_it_needs(store: EventStore, db
             for i in range(start, start + 100)
         ]
         version = (await store.append("t1", batch, version)).version
+    # A branch beside the path: m300 edited, and 50 messages under the edit.
+    m299 = await _message(store, "t1", 301)
+    side = [_under(m299.message_id, "m300 edited")]
+    for i in range(50):
+        side.append(_under(side[-1].data["message_id"], f"s{i}"))
+    version = (await store.append("t1", side, version)).version
+    thread = await store.get_thread("t1")
+    assert thread is not None and thread.head_id == side[-1].data["message_id"]
     statements: list[str] = []
     sa.event.listen(
         db.engine.sync_engine, "before_cursor_execute", lambda *args: statements.append(args[2])
     )
 
     newest = []
-    async for message in store.iter_messages_backwards("t1", window=8):
+    async for message in store.iter_path("t1", thread.head_id, window=8):
         newest.append(message.content)
         if len(newest) == 5:
             break
-    assert newest == ["m599", "m598", "m597", "m596", "m595"]
-    # the current version, then one window of 8 versions
-    assert len([s for s in statements if "FROM events" in s]) == 2
+    assert newest == ["s49", "s48", "s47", "s46", "s45"]
+    # One window of 8 parents, one query.
+    assert len([s for s in statements if "FROM messages" in s]) == 1
 
-    as_of = [
-        m.content async for m in store.iter_messages_backwards("t1", up_to_version=4, window=2)
+    path = [m.content async for m in store.iter_path("t1", thread.head_id, window=64)]
+    assert path == [*(f"s{i}" for i in range(49, -1, -1)), "m300 edited"] + [
+        f"m{i}" for i in range(299, -1, -1)
     ]
-    assert as_of == ["m2", "m1", "m0"]
-    everything = [m.version async for m in store.iter_messages_backwards("t1", window=64)]
-    assert everything == list(range(601, 1, -1))
+    old_leaf = await _message(store, "t1", 601)
+    assert [m.content async for m in store.iter_path("t1", old_leaf.message_id, window=7)] == [
+        f"m{i}" for i in range(599, -1, -1)
+    ]
+    assert [m async for m in store.iter_path("t1", None)] == []
+    assert [m async for m in store.iter_path("t1", "no such message")] == []
+
+
+async def _message(store: EventStore, thread_id: str, version: int) -> MessageState:
+    (event,) = await store.read_thread(thread_id, from_version=version, to_version=version)
+    message = await store.get_message(thread_id, event.data["message_id"])
+    assert message is not None
+    return message
+
+
+def _under(parent_id: str, content: str) -> NewEvent:
+    event = message_added(content)
+    return NewEvent(event.type, {**event.data, "parent_id": parent_id}, event.metadata)
 
 
 @pytest.mark.parametrize("engine_name", ["sqlite"])
