@@ -59,20 +59,25 @@ def test_every_thread_route_hides_other_users_threads(
     routes = thread_routes(database_url, agent_url)
     assert len(routes) >= 6, routes  # get, patch, delete, messages, cancel, fork, …
     before = event_count(database_url)
-    bodies = {"PATCH": {"title": "stolen"}, "POST": {}}
+    bodies: dict[str, dict[str, str]] = {"PATCH": {"title": "stolen"}, "POST": {}}
+    # Routes whose body must name something, so only the thread can be what is refused.
+    valid = {
+        "/threads/{thread_id}/checkout": {"message_id": answered["message"]["id"]},
+        "/threads/{thread_id}/messages/{message_id}/edit": {"content": "stolen"},
+    }
     for method, path in routes:
-        # A route naming one of the thread's runs does not name the thread either.
+        body = valid.get(path, bodies.get(method))
+        # A route naming one of the thread's runs (or messages) does not name the
+        # thread either.
         path = path.replace("{run_id}", alices_run)
+        path = path.replace("{message_id}", answered["message"]["parent_id"])
         url = path.replace("{thread_id}", alices)
-        response = backend.request(method, url, json=bodies.get(method), headers=auth("bob"))
+        response = backend.request(method, url, json=body, headers=auth("bob"))
         assert response.status_code == 404, (method, path, response.text)
         expected = "run_not_found" if alices_run in path else "thread_not_found"
         assert response.json()["error"]["code"] == expected
         missing = backend.request(
-            method,
-            path.replace("{thread_id}", "no-such-thread"),
-            json=bodies.get(method),
-            headers=auth("bob"),
+            method, path.replace("{thread_id}", "no-such-thread"), json=body, headers=auth("bob")
         )
         assert missing.json() == {
             **response.json(),

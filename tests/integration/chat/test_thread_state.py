@@ -49,6 +49,8 @@ def test_a_new_run_starts_from_a_clean_state(
     assert during.next == ("call_llm",)
     assert during.values["outcome"] is None
     assert during.values["prompt_version"] == 6  # the second question's version
+    # The message the run answers: its question.
+    assert during.values["parent_id"] == events[0].data["messages"][-1]["id"]
     start = [s for s in history if s.metadata and s.metadata["source"] == "loop"][-1]
     assert start.next == ("record_input",)
     request_id = start.values["request_id"]
@@ -62,5 +64,6 @@ def test_a_new_run_starts_from_a_clean_state(
         "model": None,
         "params": None,
         "prompt_version": None,
+        "parent_id": None,
         "outcome": None,
     }
