@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from loguru import logger
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -211,7 +212,9 @@ class EventStore:
             )
             child = messages_table.alias("child")
             c = child.c
-            down = down.union_all(
+            # UNION: a message met again (parents in a cycle, written around the checks)
+            # adds no row, so the walk ends.
+            down = down.union(
                 sa.select(c.message_id, c.thread_id, c.version).where(
                     c.parent_id == down.c.message_id,
                     down.c.thread_id == thread_id,
@@ -240,6 +243,7 @@ class EventStore:
         """
         m = messages_table.c
         current = leaf_id
+        seen: set[str] = set()
         while current is not None:
             up = (
                 sa.select(messages_table, sa.literal(0).label("depth"))
@@ -265,10 +269,13 @@ class EventStore:
             async with self.db.engine.connect() as conn:
                 rows = (await conn.execute(query)).all()
             for row in rows:
+                if row.message_id in seen:
+                    # Parents in a cycle: only a hand-written log holds one.
+                    logger.warning("the path of thread {} loops; cut there", thread_id)
+                    return
+                seen.add(row.message_id)
                 yield projections.message_from_row(row)
             current = rows[-1].parent_id if len(rows) == window else None
-            if not rows:
-                return
 
 
 def _event_row(event: StoredEvent) -> dict[str, object]:

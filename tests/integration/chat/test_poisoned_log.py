@@ -220,3 +220,64 @@ def test_a_queued_run_that_cannot_start_is_closed_and_the_thread_goes_on(
     assert turn.status_code == 200, turn.text
     verify = backend.get("/admin/projections/verify", headers=ADMIN).json()
     assert verify == {"ok": True, "mismatches": []}
+
+
+def test_odd_trees_never_make_reads_or_turns_fail(
+    backend: httpx.Client, database_url: str, upstream: FakeOpenAI
+) -> None:
+    """Parents in a cycle, parents unknown or of another thread, a leaf that names no
+    message, or none of the right type: every read answers and the thread goes on."""
+    other = backend.post("/chat/", json=ask("another thread")).json()
+    first = backend.post("/chat/", json=ask("first question")).json()
+    thread_id, version = first["thread_id"], first["version"]
+
+    def message(message_id: str, parent: object) -> str:
+        data = {"message_id": message_id, "role": "user", "content": f"text {message_id}"}
+        return json.dumps({**data, "run_id": None, "partial": False, "parent_id": parent})
+
+    odd_rows = [
+        ("message.added", message("x", "y")),
+        ("message.added", message("y", "x")),
+        ("thread.head_moved", '{"message_id": "x"}'),
+    ]
+    for offset, (type_, data) in enumerate(odd_rows, start=1):
+        insert_event(database_url, thread_id, version + offset, type_, data)
+    assert backend.post("/admin/projections/rebuild", headers=ADMIN).status_code == 200
+
+    def reads_answer() -> list[dict[str, Any]]:
+        for path in (f"/threads/{thread_id}", f"/threads/{thread_id}/runs"):
+            assert backend.get(path).status_code == 200, path
+        replay = backend.get(f"/admin/threads/{thread_id}/replay", headers=ADMIN)
+        assert replay.status_code == 200, replay.text
+        assert backend.get("/admin/projections/verify", headers=ADMIN).json()["ok"]
+        listed = backend.get(f"/threads/{thread_id}/messages")
+        assert listed.status_code == 200, listed.text
+        messages: list[dict[str, Any]] = listed.json()["messages"]
+        return messages
+
+    # The cycle is cut where it closes: the path is x and y.
+    assert {m["id"] for m in reads_answer()} == {"x", "y"}
+    turn = backend.post("/chat/", json=ask("through the cycle", thread_id=thread_id))
+    assert turn.status_code == 200, turn.text
+    assert turn.json()["message"]["parent_id"] == reads_answer()[-2]["id"]
+    prompt = upstream.chat_requests[-1].body["messages"]
+    assert [m["content"] for m in prompt] == ["text y", "text x", "through the cycle"]
+
+    # A leaf of the wrong type is skipped; one that names no message empties the path;
+    # a parent of another thread ends it there, its text never read.
+    version = backend.get(f"/threads/{thread_id}").json()["version"]
+    odd_rows = [
+        ("thread.head_moved", '{"message_id": 5}'),
+        ("thread.head_moved", '{"message_id": "no such message"}'),
+        ("message.added", message("z", other["message"]["id"])),
+    ]
+    for offset, (type_, data) in enumerate(odd_rows, start=1):
+        insert_event(database_url, thread_id, version + offset, type_, data)
+    assert backend.post("/admin/projections/rebuild", headers=ADMIN).status_code == 200
+    assert [m["id"] for m in reads_answer()] == ["z"]
+    turn = backend.post("/chat/", json=ask("after z", thread_id=thread_id))
+    assert turn.status_code == 200, turn.text
+    prompt = upstream.chat_requests[-1].body["messages"]
+    assert [m["content"] for m in prompt] == ["text z", "after z"]
+    checkout = backend.post(f"/threads/{thread_id}/checkout", json={"message_id": "x"})
+    assert checkout.status_code == 200, checkout.text
