@@ -21,7 +21,7 @@ from tests.support.events import message_added, thread_created
 from tests.unit.main_backend.test_fold import stored
 
 
-def node(message_id: str, parent_id: str | None, role: str = "user", **data: Any) -> NewEvent:
+def node(message_id: str, parent_id: object, role: str = "user", **data: Any) -> NewEvent:
     return NewEvent(
         MESSAGE_ADDED,
         {
