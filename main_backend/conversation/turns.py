@@ -119,7 +119,8 @@ class TurnPlan:
 
     @property
     def prompt_version(self) -> int:
-        """The version of the last input event: the prompt is the log up to it."""
+        """The version of the last input event (`run.started` records it: the admin
+        replay finds the run started at a version by it)."""
         return self.expected_version + len(self.events) - 1
 
 
@@ -218,15 +219,15 @@ async def _rebranch_parent(
     if rebranch.kind == "edit":
         if message.role != "user":
             raise InvalidRequest(
-                f"only a user message can be edited; this one is an {message.role} "
-                "message (regenerate an answer instead)",
+                f"only a user message can be edited (this one's role is {message.role}); "
+                "to answer again, regenerate the answer",
                 "message_id",
             )
         return Under(message.parent_id)
     if message.role != "assistant" or message.parent_id is None:
         raise InvalidRequest(
-            "only an assistant message that answers a message can be regenerated; "
-            f"this one is a {message.role} message (edit a question instead)",
+            "only an assistant message that answers a message can be regenerated (this "
+            f"one's role is {message.role}); to ask differently, edit the question",
             "message_id",
         )
     return Under(message.parent_id)
