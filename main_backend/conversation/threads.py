@@ -67,7 +67,7 @@ async def _siblings(
     conn: AsyncConnection, thread_id: str, parent_ids: Collection[str | None]
 ) -> dict[str | None, list[str]]:
     """The children of each of `parent_ids` (None: the thread's first messages), oldest
-    first, without the rolled-back ones: one query by the (thread_id, parent_id) index."""
+    first, without the rolled-back ones: one query by the (parent_id, thread_id) index."""
     m = messages_table.c
     named = [p for p in parent_ids if p is not None]
     # Led by the parent ids (the (parent_id, thread_id) index); the thread is checked on
