@@ -6,7 +6,8 @@ Default: a fresh SQLite file in a temporary folder, then (if reachable) a fresh
 Postgres database on 127.0.0.1 (TEST_POSTGRES_URL; under CI=true it must be
 reachable, as for the tests). Each thread is grown to the named version and
 then measured: one-message appends, and reading the 20 newest messages the way
-prompt building does.
+prompt building does (the thread's read model for its active leaf, then the path up
+from it).
 
 --smoke: small threads and few samples, only to prove the benchmark runs
 (tests/e2e/test_bench_smoke.py); its numbers mean nothing.

@@ -158,19 +158,25 @@ def logged_writes(database_url: str, key: str) -> list[float]:
     return times
 
 
-def bench_databases(postgres: bool = True) -> Iterator[tuple[str, str]]:
+def bench_databases(
+    postgres: bool = True, sqlite: bool = True, postgres_required: bool = False
+) -> Iterator[tuple[str, str]]:
     """(url, label) of a fresh database at the migration head on each engine, for the
-    benchmarks: a temporary SQLite file, then (with `postgres`) a Postgres database when
-    the server is reachable (under CI=true it must be, as for the tests)."""
-    with tempfile.TemporaryDirectory() as folder:
-        url = f"sqlite:///{folder}/bench.db"
-        migrate(url)
-        yield url, "SQLite"
+    benchmarks: (with `sqlite`) a temporary SQLite file, then (with `postgres`) a
+    Postgres database when the server is reachable (under CI=true, or with
+    `postgres_required`, it must be: an unreachable server fails)."""
+    if sqlite:
+        with tempfile.TemporaryDirectory() as folder:
+            url = f"sqlite:///{folder}/bench.db"
+            migrate(url)
+            yield url, "SQLite"
     if not postgres:
         return
     try:
         require_postgres()
-    except pytest.skip.Exception:  # unreachable and not under CI=true (there it fails)
+    except pytest.skip.Exception as exc:  # unreachable and not under CI=true (there it fails)
+        if postgres_required:
+            raise RuntimeError(f"PostgreSQL is required here: {exc}") from exc
         print("\nPostgreSQL not reachable: skipped")
         return
     name = create_postgres_database()
