@@ -111,6 +111,16 @@ messages = sa.Table(
     sa.Index(None, "parent_id", "thread_id"),
 )
 
+# The active path of a thread, by version: a page of messages and the redrawing of the
+# path read only these, however many messages other branches hold.
+sa.Index(
+    "ix_messages_active_path",
+    messages.c.thread_id,
+    messages.c.version,
+    sqlite_where=messages.c.active.is_(True),
+    postgresql_where=messages.c.active.is_(True),
+)
+
 # One row per run, kept small (no texts): its answer is in `messages`, its events in the log.
 runs = sa.Table(
     "runs",

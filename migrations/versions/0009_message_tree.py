@@ -4,7 +4,8 @@ are on the active path.
 - `messages.parent_id`: the message it follows (None for a first message);
 - `messages.active`: on the thread's active path (root → active leaf);
 - `threads.head_id`: the active leaf;
-- an index of the messages by (parent_id, thread_id): children, and siblings.
+- an index of the messages by (parent_id, thread_id): children, and siblings;
+- a partial index of the active path's messages by (thread_id, version).
 
 The backfill is today's fold (`fold`), exactly what `POST /admin/projections/rebuild`
 writes: events written before trees hang each message under the one before it, so
@@ -33,6 +34,7 @@ depends_on: str | Sequence[str] | None = None
 
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 ID = sa.String(64)
+ACTIVE = sa.column("active", sa.Boolean()).is_(True)
 
 # Threads folded per query: bounded memory however long the log.
 _THREADS_PER_QUERY = 200
@@ -64,6 +66,13 @@ def upgrade() -> None:
         "messages", sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.false())
     )
     op.create_index("ix_messages_parent_id_thread_id", "messages", ["parent_id", "thread_id"])
+    op.create_index(
+        "ix_messages_active_path",
+        "messages",
+        ["thread_id", "version"],
+        sqlite_where=ACTIVE,
+        postgresql_where=ACTIVE,
+    )
     _backfill(op.get_bind())
 
 
@@ -119,6 +128,7 @@ def _backfill(conn: sa.Connection) -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_messages_active_path", "messages")
     op.drop_index("ix_messages_parent_id_thread_id", "messages")
     # Plain ALTER TABLE … DROP COLUMN, as in 0008: a batch copy of `threads` breaks the
     # foreign keys that refer to it.

@@ -74,6 +74,7 @@ def test_required_fields_are_the_catalogues() -> None:
         "run.rolled_back": {"run_id", "message_ids"},
         "thread.updated": set(),
         "thread.deleted": set(),
+        "thread.head_moved": {"message_id"},
     } == REQUIRED_FIELDS
 
 
