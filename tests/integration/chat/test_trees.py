@@ -162,6 +162,13 @@ def test_an_edit_is_a_sibling_of_the_question_answered_on_its_own_branch(
         ("assistant", "You said: Q1"),
         ("user", "Q2 edited"),
     ]
+    # Pages run along the active path alone: the cursor steps over the old branch.
+    first = backend.get(f"/threads/{thread_id}/messages", params={"limit": 3}).json()
+    assert first == {"messages": after[:3], "next_cursor": str(edited["version"])}
+    rest = backend.get(
+        f"/threads/{thread_id}/messages", params={"after_version": edited["version"]}
+    ).json()
+    assert rest == {"messages": after[3:], "next_cursor": None}
     # The old branch is intact, and comes back on checkout.
     back = moved(checkout(backend, thread_id, q2["id"]))
     assert back == [*before[:2], listed(q2, [q2["id"], edited["id"]]), a2]
@@ -187,6 +194,61 @@ def test_editing_the_first_question_starts_a_second_root(
         "Q2",
         "You said: Q2",
     ]
+    assert_read_models_are_the_fold(backend, thread_id)
+
+
+def test_a_failed_edit_keeps_the_edited_question_and_an_empty_retry_answers_it(
+    backend: httpx.Client, upstream: FakeOpenAI
+) -> None:
+    thread_id, (_, a1, q2, _) = two_turns(backend)
+    upstream.script({"status": 401})
+    failed = edit(backend, thread_id, q2["id"], "Q2 edited")
+    assert failed.status_code == 502, failed.text
+    assert failed.json()["error"]["code"] == "llm_upstream_error"
+    listing = path(backend, thread_id)
+    assert contents(listing) == ["Q1", "You said: Q1", "Q2 edited"]
+    edited = listing[-1]
+    assert (edited["parent_id"], edited["sibling_ids"]) == (a1["id"], [q2["id"], edited["id"]])
+    assert thread_of(backend, thread_id)["head_id"] == edited["id"]
+
+    retried = backend.post("/chat/", json={"thread_id": thread_id, "messages": []})
+    answer = answered(retried)
+    assert answer["parent_id"] == edited["id"]
+    assert upstream.chat_requests[-1].raw == upstream.chat_requests[-2].raw
+    assert prompt_of(upstream, 3) == [
+        ("user", "Q1"),
+        ("assistant", "You said: Q1"),
+        ("user", "Q2 edited"),
+    ]
+    assert path(backend, thread_id)[-1] == listed(answer, [answer["id"]])
+    assert_read_models_are_the_fold(backend, thread_id)
+
+
+def test_an_interrupting_edit_keeps_the_partial_answer_on_the_old_branch(
+    backend: httpx.Client, upstream: FakeOpenAI
+) -> None:
+    thread_id = turn(backend, "Q1")["thread_id"]
+    _, a1 = path(backend, thread_id)
+    full = slow(upstream, pieces=200)
+    running = backend.post("/chat/", json=ask("Q2", thread_id=thread_id, background=True))
+    run_id = running.json()["run_id"]
+    generating(backend, thread_id, run_id)
+    q2 = path(backend, thread_id)[-1]
+
+    answer = answered(edit(backend, thread_id, q2["id"], "Q2 edited", if_busy="interrupt"))
+    run = run_of(backend, thread_id, run_id)
+    assert (run["status"], run["cancelled_by"]) == ("cancelled", "interrupt")
+    listing = path(backend, thread_id)
+    assert contents(listing) == ["Q1", "You said: Q1", "Q2 edited", "You said: Q2 edited"]
+    assert listing[2]["parent_id"] == a1["id"]
+    assert listing[2]["sibling_ids"] == [q2["id"], listing[2]["id"]]
+    assert listing[3]["id"] == answer["id"]
+    # The interrupted answer stays, partial, on the branch of the question it answered.
+    old = moved(checkout(backend, thread_id, q2["id"]))
+    partial = old[-1]
+    assert (partial["id"], partial["parent_id"]) == (run["message_id"], q2["id"])
+    assert partial["content"] and full.startswith(partial["content"])
+    assert thread_of(backend, thread_id)["message_count"] == 6
     assert_read_models_are_the_fold(backend, thread_id)
 
 
@@ -240,6 +302,16 @@ def test_a_regeneration_sends_the_very_prompt_of_the_answer_it_replaces(
     assert upstream.chat_requests[4].raw == upstream.chat_requests[1].raw
     assert prompt_of(upstream, 4) == [("user", "Q1"), ("assistant", "A1"), ("user", "Q2")]
     assert thread_of(backend, thread_id)["message_count"] == 7
+
+    # A regeneration that fails leaves the thread where it was.
+    version = thread_of(backend, thread_id)["version"]
+    upstream.script({"status": 401})
+    failed = regenerate(backend, thread_id, a1["id"])
+    assert failed.status_code == 502, failed.text
+    assert [m["id"] for m in path(backend, thread_id)][-1] == third["id"]
+    assert thread_of(backend, thread_id)["version"] == version + 2  # run.started, run.failed
+    nothing = backend.post("/chat/", json={"thread_id": thread_id, "messages": []})
+    assert nothing.status_code == 422  # the active leaf is an answer: nothing to retry
     assert_read_models_are_the_fold(backend, thread_id)
 
 
@@ -355,6 +427,17 @@ def test_refused_rebranches_and_checkouts_append_nothing(
     assert moved(checkout(backend, thread_id, a2["id"], expected_version=now))[-1] == listed(
         a2, [a2["id"]]
     )
+    # A deleted thread is not found.
+    assert backend.delete(f"/threads/{thread_id}").status_code == 204
+    for response in (
+        edit(backend, thread_id, q1["id"], "x"),
+        regenerate(backend, thread_id, a1["id"]),
+        checkout(backend, thread_id, q1["id"]),
+    ):
+        assert (response.status_code, response.json()["error"]["code"]) == (
+            404,
+            "thread_not_found",
+        )
 
 
 def test_another_users_thread_is_not_found(start_backend: StartBackend) -> None:
@@ -689,6 +772,16 @@ def test_a_replay_at_a_version_shows_the_path_and_the_prompt_of_then(
     assert regeneration["parent_id"] == q2["id"]
     assert regeneration["params"] == {"temperature": 1.1, "max_tokens": 40}
     assert prompt_of(upstream, 2) == [("user", "Q1"), ("assistant", "You said: Q1"), ("user", "Q2")]
+    # Run again, it is the very request the regeneration sent, and appends nothing.
+    version = thread_of(backend, thread_id)["version"]
+    rerun = backend.post(
+        f"/admin/threads/{thread_id}/replay",
+        json={"at_version": regeneration["prompt_version"]},
+        headers=ADMIN,
+    )
+    assert rerun.status_code == 200, rerun.text
+    assert upstream.chat_requests[-1].raw == upstream.chat_requests[2].raw
+    assert thread_of(backend, thread_id)["version"] == version
     assert_read_models_are_the_fold(backend, thread_id)
 
 
@@ -718,7 +811,7 @@ def test_a_fork_copies_the_path_active_at_a_version_as_one_branch(
     current, listing = fork()
     assert contents(listing) == ["Q1", "You said: Q1", "Q2", "You said: Q2"]
     assert current["message_count"] == 4
-    # The fork goes on from its copy alone.
+    # The fork goes on from its copy alone; a copied answer regenerates from its copy.
     turn(backend, "Q3", thread_id=copy["id"])
     assert prompt_of(upstream, len(upstream.chat_requests) - 1) == [
         ("user", "Q1"),
@@ -727,4 +820,13 @@ def test_a_fork_copies_the_path_active_at_a_version_as_one_branch(
         ("assistant", "You said: Q2 edited"),
         ("user", "Q3"),
     ]
+    copied_answer = path(backend, copy["id"])[3]
+    again = answered(regenerate(backend, copy["id"], copied_answer["id"]))
+    assert again["parent_id"] == copied_answer["parent_id"]
+    assert prompt_of(upstream, len(upstream.chat_requests) - 1) == [
+        ("user", "Q1"),
+        ("assistant", "You said: Q1"),
+        ("user", "Q2 edited"),
+    ]
+    assert_read_models_are_the_fold(backend, copy["id"])
     assert_read_models_are_the_fold(backend, thread_id)
