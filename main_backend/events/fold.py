@@ -218,10 +218,27 @@ def fold(
             messages = [
                 replace(m, rolled_back=True) if m.message_id in gone else m for m in messages
             ]
+            if state.head_id in gone:
+                # Before trees no `thread.head_moved` followed a rollback: the leaf returns
+                # to the message before the rolled-back run, under which the upcaster hangs
+                # what comes next. (Today's rollback moves the leaf itself, at once.)
+                state = replace(state, head_id=_kept_ancestor(messages, state.head_id, gone))
     if state is None:
         return state, messages
     on_path = set(path_ids(messages, state.head_id))
     return state, [replace(m, active=m.message_id in on_path) for m in messages]
+
+
+def _kept_ancestor(messages: list[MessageState], leaf_id: str | None, gone: set[str]) -> str | None:
+    """The nearest of `leaf_id` and its ancestors that is not in `gone`, as far as
+    `messages` hold them."""
+    by_id = {m.message_id: m for m in messages}
+    current: str | None = leaf_id
+    seen: set[str] = set()
+    while current in gone and current in by_id and current not in seen:
+        seen.add(current)
+        current = by_id[current].parent_id
+    return current
 
 
 def path_ids(messages: Iterable[MessageState], leaf_id: str | None) -> list[str]:

@@ -13,10 +13,19 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from main_backend.conversation.prompt import prompt_at
+from main_backend.conversation.threads import ThreadService
 from main_backend.db import create_database
 from main_backend.events import projections
 from main_backend.events.store import EventStore
-from main_backend.events.types import RUN_CANCELLED, RUN_FAILED, NewEvent
+from main_backend.events.types import (
+    MESSAGE_ADDED,
+    RUN_CANCELLED,
+    RUN_FAILED,
+    RUN_QUEUED,
+    RUN_ROLLED_BACK,
+    NewEvent,
+)
 from tests.support import databases
 from tests.support.databases import query
 from tests.support.events import message_added, run_completed, run_started, thread_created
@@ -155,5 +164,128 @@ async def _write_runs(database_url: str) -> None:
             "t-running", [thread_created(), message_added("q"), run_started("r-running", 2)], 0
         )
         assert (await projections.verify(db)).ok
+    finally:
+        await db.dispose()
+
+
+def columns(database_url: str, table: str) -> set[str]:
+    sync_url = database_url.replace("postgresql://", "postgresql+psycopg://")
+    engine = sa.create_engine(sync_url)
+    try:
+        return {c["name"] for c in sa.inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()
+
+
+def test_the_tree_migration_reads_threads_of_before_as_one_branch(empty_database_url: str) -> None:
+    """An upgrade to 0009 on a database written before trees (no `parent_id` in its
+    events) gives each message the one before it as parent, marks the path active and
+    sets the thread's active leaf; a rollback of then (no `thread.head_moved` followed
+    it) leaves its messages off the path, as the history of then left them out."""
+    url = empty_database_url
+    config = databases.alembic_config(url)
+    command.upgrade(config, "head")
+    ids = asyncio.run(_write_before_trees(url))
+    q0, a0, q1, a1, q2, a2 = ids
+    command.downgrade(config, "0008")
+    assert not {"parent_id", "active"} & columns(url, "messages")
+    assert "head_id" not in columns(url, "threads")
+    command.upgrade(config, "head")
+
+    tree = query(
+        url,
+        "SELECT message_id, parent_id, active, rolled_back FROM messages "
+        "WHERE thread_id = 't-old' ORDER BY version",
+    )
+    assert [(m, p, bool(a), bool(r)) for m, p, a, r in tree] == [
+        (q0, None, True, False),
+        (a0, q0, True, False),
+        (q1, a0, False, True),
+        (a1, q1, False, True),
+        (q2, a0, True, False),
+        (a2, q2, True, False),
+    ]
+    heads = query(url, "SELECT thread_id, head_id FROM threads ORDER BY thread_id")
+    assert heads == [("t-empty", None), ("t-old", a2)]
+    command.check(config)
+    asyncio.run(_read_after_trees(url, ids))
+
+
+async def _write_before_trees(database_url: str) -> list[str]:
+    """Appends shaped as the code of 0008 wrote them: messages without `parent_id`, and a
+    rollback without the `thread.head_moved` that follows one today."""
+    db = create_database(database_url)
+    try:
+        store = EventStore(db)
+        q0, q1, q2 = message_added("Q0"), message_added("Q1"), message_added("Q2")
+        a0 = message_added("A0", role="assistant", run_id="r0")
+        a1 = message_added("A1 partial", role="assistant", run_id="r1", partial=True)
+        a2 = message_added("A2", role="assistant", run_id="r2")
+        queued = {"role": "user", "content": "Q2"}
+        appends = [
+            [thread_created(), q0, run_started("r0", 2)],
+            [a0, run_completed("r0", a0.data["message_id"])],
+            [q1, run_started("r1", 6)],
+            [
+                NewEvent(
+                    RUN_QUEUED, {"run_id": "r2", "model": "m", "params": {}, "messages": [queued]}
+                )
+            ],
+            [
+                a1,
+                NewEvent(
+                    RUN_CANCELLED,
+                    {
+                        "run_id": "r1",
+                        "message_id": a1.data["message_id"],
+                        "cancelled_by": "rollback",
+                    },
+                ),
+                NewEvent(
+                    RUN_ROLLED_BACK,
+                    {"run_id": "r1", "message_ids": [q1.data["message_id"], a1.data["message_id"]]},
+                ),
+            ],
+            [q2, run_started("r2", 12)],
+            [a2, run_completed("r2", a2.data["message_id"])],
+        ]
+        version = 0
+        for events in appends:
+            assert all("parent_id" not in e.data for e in events)
+            version = (await store.append("t-old", events, version)).version
+        await store.append("t-empty", [thread_created()], 0)
+        return [e.data["message_id"] for e in (q0, a0, q1, a1, q2, a2)]
+    finally:
+        await db.dispose()
+
+
+async def _read_after_trees(database_url: str, ids: list[str]) -> None:
+    """The migrated thread reads as the history of then, and grows as a tree."""
+    q0, a0, _, _, q2, a2 = ids
+    db = create_database(database_url)
+    try:
+        store = EventStore(db)
+        assert await projections.verify(db) == projections.VerifyReport(ok=True)
+        listing, _ = await ThreadService(store).messages("alice", "t-old", 0, 100)
+        assert [(e.message.content, e.sibling_ids) for e in listing] == [
+            ("Q0", [q0]),
+            ("A0", [a0]),
+            ("Q2", [q2]),
+            ("A2", [a2]),
+        ]
+        thread = await store.get_thread("t-old")
+        assert thread is not None and thread.message_count == 4
+        prompt = await prompt_at(store, thread, thread.head_id, None, 8000)
+        assert [m["content"] for m in prompt.messages] == ["Q0", "A0", "Q2", "A2"]
+        # A question edited today hangs beside Q2.
+        edited = NewEvent(
+            MESSAGE_ADDED,
+            {**message_added("Q2 edited").data, "parent_id": a0},
+        )
+        await store.append("t-old", [edited], thread.version)
+        listing, _ = await ThreadService(store).messages("alice", "t-old", 0, 100)
+        assert [e.message.content for e in listing] == ["Q0", "A0", "Q2 edited"]
+        assert listing[-1].sibling_ids == [q2, edited.data["message_id"]]
+        assert await projections.verify(db) == projections.VerifyReport(ok=True)
     finally:
         await db.dispose()

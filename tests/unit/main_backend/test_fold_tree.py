@@ -13,6 +13,7 @@ from main_backend.events.fold import active_path, children, fold, path_ids
 from main_backend.events.types import (
     MESSAGE_ADDED,
     RUN_QUEUED,
+    RUN_ROLLED_BACK,
     THREAD_HEAD_MOVED,
     NewEvent,
     check_new_events,
@@ -116,6 +117,38 @@ def test_events_written_before_trees_read_as_one_linear_branch() -> None:
     again, rest = fold(events[3:], first)
     assert again == state
     assert [m.parent_id for m in rest] == [m.parent_id for m in messages[2:]]
+
+
+def test_a_rollback_written_before_trees_leaves_its_messages_off_the_path() -> None:
+    # Then a rollback was [answer, run.cancelled, run.rolled_back], no thread.head_moved:
+    # the queued question after it followed the message before the rolled-back run.
+    q0, a0, q1, a1, q2 = (message_added(c) for c in ("Q0", "A0", "Q1", "A1 partial", "Q2"))
+    gone = [q1.data["message_id"], a1.data["message_id"]]
+    rollback = NewEvent(RUN_ROLLED_BACK, {"run_id": "r1", "message_ids": gone})
+    state, messages = fold(stored([thread_created(), q0, a0, q1, a1, rollback, q2]))
+    assert state is not None
+    by_content = {m.content: m for m in messages}
+    assert by_content["Q2"].parent_id == a0.data["message_id"]
+    assert [m.content for m in active_path(messages, state.head_id)] == ["Q0", "A0", "Q2"]
+    assert [m.content for m in messages if m.active] == ["Q0", "A0", "Q2"]
+    # Right after the rollback, the leaf is the message before the run already.
+    after, _ = fold(stored([thread_created(), q0, a0, q1, a1, rollback]))
+    assert after is not None and after.head_id == a0.data["message_id"]
+
+
+def test_a_rollback_of_today_moves_the_leaf_where_its_head_move_says() -> None:
+    events = stored(
+        [
+            *TREE,
+            node("q3", "a2''"),
+            node("a3", "q3", "assistant"),
+            NewEvent(RUN_ROLLED_BACK, {"run_id": "r", "message_ids": ["q3", "a3"]}),
+            head_moved("a2"),
+        ]
+    )
+    state, messages = fold(events)
+    assert state is not None and state.head_id == "a2"
+    assert ids(active_path(messages, state.head_id)) == ["q1", "a1", "q2", "a2"]
 
 
 def test_an_incremental_fold_marks_the_path_only_as_far_as_its_own_messages_reach() -> None:
