@@ -207,6 +207,12 @@ async def test_the_chat_assistant_is_found_and_read(lg: LangGraphClient) -> None
     # Also by its UUID, as LangGraph names an assistant.
     by_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, "stubichat:chat"))
     assert (await lg.assistants.get(by_uuid))["graph_id"] == CHAT
+    # Its graph (one node, `chat`) and its schemas.
+    graph = await lg.assistants.get_graph(CHAT)
+    assert CHAT in {node["id"] for node in graph["nodes"]}
+    schemas = await lg.assistants.get_schemas(CHAT)
+    assert schemas["graph_id"] == CHAT
+    assert "messages" in (schemas["input_schema"] or {}).get("properties", {})
 
     with pytest.raises(NotFoundError) as missing:
         await lg.assistants.get("another")
