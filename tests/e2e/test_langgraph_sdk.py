@@ -40,7 +40,10 @@ pytestmark = pytest.mark.e2e
 ENGINES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 SDK_TIMEOUT = (5.0, 30.0, 30.0, 5.0)  # connect, read, write, pool
-CHAT = "chat"
+CHAT = "chat"  # the graph's id, which names its assistant too
+# The assistant's own id: a UUID, as LangGraph's (lg-spec names the assistant "chat"; the
+# adapter, like LangGraph Server, reports the UUID and accepts both).
+CHAT_UUID = str(uuid.uuid5(uuid.NAMESPACE_URL, "stubichat:chat"))
 STREAM_MODES: list[Any] = ["values", "messages-tuple"]
 
 
@@ -196,17 +199,15 @@ def error_body(error: httpx.HTTPStatusError) -> dict[str, Any]:
 
 async def test_the_chat_assistant_is_found_and_read(lg: LangGraphClient) -> None:
     found = await lg.assistants.search()
-    assert [(a["assistant_id"], a["graph_id"]) for a in found] == [(CHAT, CHAT)]
+    assert [(a["assistant_id"], a["graph_id"]) for a in found] == [(CHAT_UUID, CHAT)]
     assert await lg.assistants.search(graph_id=CHAT) == found
     assert await lg.assistants.search(graph_id="another") == []
     assert await lg.assistants.search(offset=1) == []
 
     assistant = await lg.assistants.get(CHAT)
-    assert (assistant["assistant_id"], assistant["graph_id"]) == (CHAT, CHAT)
     assert assistant == found[0]
-    # Also by its UUID, as LangGraph names an assistant.
-    by_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, "stubichat:chat"))
-    assert (await lg.assistants.get(by_uuid))["graph_id"] == CHAT
+    # Also by its UUID.
+    assert await lg.assistants.get(CHAT_UUID) == assistant
     # Its graph (one node, `chat`) and its schemas.
     graph = await lg.assistants.get_graph(CHAT)
     assert CHAT in {node["id"] for node in graph["nodes"]}
@@ -253,7 +254,7 @@ async def test_threads_are_created_read_updated_and_deleted(
     # Metadata is merged, like LangGraph's.
     updated = await lg.threads.update(thread_id, metadata={"n": 10, "colour": "blue"})
     assert updated["metadata"] == {"tag": tag, "n": 10, "colour": "blue"}
-    assert await lg.threads.get(thread_id) == updated
+    assert (await lg.threads.get(thread_id))["metadata"] == updated["metadata"]
 
     # The same thread on the native API, both ways.
     seen = await native_json(native, f"/threads/{thread_id}")
@@ -340,7 +341,7 @@ async def test_a_streamed_run_sends_metadata_values_and_message_chunks(
     metadata = [p.data[1] for p in parts if p.event == "messages"]
     assert all(
         (m["langgraph_node"], m["run_id"], m["thread_id"], m["assistant_id"], m["graph_id"])
-        == ("chat", run_id, thread_id, CHAT, CHAT)
+        == ("chat", run_id, thread_id, CHAT_UUID, CHAT)
         for m in metadata
     ), metadata
 
@@ -350,14 +351,14 @@ async def test_a_streamed_run_sends_metadata_values_and_message_chunks(
     assert (run["run_id"], run["thread_id"], run["assistant_id"], run["status"]) == (
         run_id,
         thread_id,
-        CHAT,
+        CHAT_UUID,
         "success",
     )
     thread = await lg.threads.get(thread_id)
     assert thread["status"] == "idle"
     assert thread["values"] == end
     assert (thread["metadata"] or {}).get("graph_id") == CHAT
-    assert "assistant_id" in (thread["metadata"] or {})
+    assert (thread["metadata"] or {}).get("assistant_id") == CHAT_UUID
     listed = await native_messages(native, thread_id)
     assert [(m["id"], m["role"], m["content"]) for m in listed] == [
         (question["id"], "user", "Who speaks?"),
@@ -491,7 +492,7 @@ async def test_wait_returns_the_final_values_and_runs_are_listed(
         (second_id, "success"),
         (first_id, "success"),
     ]
-    assert all(r["thread_id"] == thread_id and r["assistant_id"] == CHAT for r in runs)
+    assert all(r["thread_id"] == thread_id and r["assistant_id"] == CHAT_UUID for r in runs)
     assert [r["run_id"] for r in await lg.runs.list(thread_id, limit=1, offset=1)] == [first_id]
     assert await lg.runs.list(thread_id, status="pending") == []
     run = await lg.runs.get(thread_id, first_id)
@@ -525,7 +526,7 @@ async def test_a_background_run_rejoined_after_a_drop_loses_and_repeats_nothing(
     run_id = run["run_id"]
     assert created == [{"run_id": run_id, "thread_id": thread_id}]
     assert run["status"] in ("pending", "running")
-    assert (run["thread_id"], run["assistant_id"]) == (thread_id, CHAT)
+    assert (run["thread_id"], run["assistant_id"]) == (thread_id, CHAT_UUID)
 
     # Joined (the run's own stream modes), dropped after three chunks…
     before = await read_some(lg.runs.join_stream(thread_id, run_id), 3)
@@ -588,7 +589,6 @@ async def test_each_multitask_strategy(
         return
 
     second = await lg.runs.create(thread_id, CHAT, input=said("Q2"), multitask_strategy=strategy)
-    assert second["multitask_strategy"] == strategy
     if strategy == "enqueue":
         assert second["status"] == "pending"
     final = await lg.runs.join(thread_id, second["run_id"])
@@ -691,7 +691,6 @@ async def test_a_failed_run_ends_with_an_error_event_and_wait_reports_it(
     assert isinstance(error["error"], str) and error["error"], error
     assert isinstance(error["message"], str) and error["message"], error
     assert (await lg.runs.get(thread_id, run_id))["status"] == "error"
-    assert (await lg.threads.get(thread_id))["status"] == "error"
 
     waited = await lg.runs.wait(thread_id, CHAT, input=said("Fail again"), raise_error=False)
     assert isinstance(waited, dict) and list(waited) == ["__error__"], waited
@@ -748,3 +747,63 @@ async def test_errors_carry_their_status_and_a_detail(lg: LangGraphClient) -> No
         )
     error_body(bad_strategy.value)
     assert await lg.runs.list(thread_id) == []
+
+
+# Where the adapter departs from lg-spec and LangGraph ---------------------------------
+# Strict xfails: each passes (and so fails the suite) once the adapter does as lg-spec
+# says, and is then to be folded into the tests above.
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="lg-spec (and LangGraph): a thread whose newest run failed is `error`; the "
+    "adapter reports it `idle` and its search for `error` answers [] always",
+)
+async def test_a_thread_whose_newest_run_failed_is_in_error(
+    lg: LangGraphClient, upstream: FakeUpstream
+) -> None:
+    upstream.script({"status": 401})
+    tag = uuid.uuid4().hex
+    thread_id = (await lg.threads.create(metadata={"tag": tag}))["thread_id"]
+    waited = await lg.runs.wait(thread_id, CHAT, input=said("Fail"), raise_error=False)
+    assert isinstance(waited, dict) and "__error__" in waited, waited
+    assert (await lg.threads.get(thread_id))["status"] == "error"
+    found = await lg.threads.search(metadata={"tag": tag}, status="error")
+    assert [t["thread_id"] for t in found] == [thread_id]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="lg-spec's Run (and the SDK's Run type) carries its multitask_strategy; the "
+    "adapter answers null (the native log does not keep a run's if_busy)",
+)
+async def test_a_run_reports_its_multitask_strategy(
+    lg: LangGraphClient, upstream: FakeUpstream
+) -> None:
+    thread_id = await new_thread(lg)
+    run = await lg.runs.create(thread_id, CHAT, input=said("Hi"), multitask_strategy="enqueue")
+    await lg.runs.join(thread_id, run["run_id"])
+    assert run["multitask_strategy"] == "enqueue"
+    assert (await lg.runs.get(thread_id, run["run_id"]))["multitask_strategy"] == "enqueue"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="lg-spec's Thread (and LangGraph's) carries the state's values everywhere; the "
+    "adapter answers values {} from search and update (only get reads the path), so a "
+    "thread list (agent-chat-ui's) cannot show a thread's first message",
+)
+async def test_search_and_update_show_a_threads_values(
+    lg: LangGraphClient, upstream: FakeUpstream
+) -> None:
+    tag = uuid.uuid4().hex
+    thread_id = (await lg.threads.create(metadata={"tag": tag}))["thread_id"]
+    await lg.runs.wait(thread_id, CHAT, input=said("Hello"))
+    expected = (await lg.threads.get(thread_id))["values"]
+    assert pairs(expected) == [("human", "Hello"), ("ai", "You said: Hello")]
+    [found] = await lg.threads.search(metadata={"tag": tag})
+    updated = await lg.threads.update(thread_id, metadata={"seen": True})
+    assert (found["values"], updated["values"]) == (expected, expected)
