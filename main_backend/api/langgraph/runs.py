@@ -270,7 +270,9 @@ async def join_run_stream(
 ) -> StreamingResponse:
     """Join the run's stream: from the start (no `Last-Event-ID`, or `-1`), or right
     after the event with that id."""
-    modes = stream_modes(stream_mode) if stream_mode else JOIN_MODES
+    # The Python SDK's join_stream sends `stream_mode=` (empty) when given no mode.
+    asked = [mode for mode in stream_mode or [] if mode]
+    modes = stream_modes(asked) if asked else JOIN_MODES
     from_start = last_event_id in (None, "", FROM_START)
     streams, shutdown = turn.streams, turn.shutdown
     events = await streams.open(turn.user, thread_id, run_id, None if from_start else last_event_id)
