@@ -34,6 +34,7 @@ from tests.e2e.test_chat_processes import prompt_of
 from tests.e2e.test_run_stream_processes import FAST, slow_answer
 from tests.support import databases
 from tests.support.servers import ServiceProcess
+from tests.support.tcp_proxy import tcp_proxy
 
 pytestmark = pytest.mark.e2e
 
@@ -558,6 +559,48 @@ async def test_a_background_run_rejoined_after_a_drop_loses_and_repeats_nothing(
     listed = await native_messages(native, thread_id)
     assert [m["content"] for m in listed] == ["Take your time", text]
     assert listed[1]["id"] == answer_id
+
+
+@pytest.mark.parametrize(
+    "modes", [STREAM_MODES, ["messages-tuple", "updates"]], ids=["values", "updates"]
+)
+async def test_the_sdk_resumes_a_cut_stream_by_itself_in_the_modes_asked(
+    lg: LangGraphClient, backend: ServiceProcess, upstream: FakeUpstream, modes: list[Any]
+) -> None:
+    """The connection of `runs.stream` is reset mid-answer: the SDK reconnects by itself
+    (to `Location`, with `Last-Event-ID`) and the stream goes on as asked for."""
+    text = slow_answer(upstream, pieces=40, delay=0.05)  # two seconds
+    thread_id = await new_thread(lg)
+    parts: list[StreamPart] = []
+    cut_after: int | None = None
+    with tcp_proxy("127.0.0.1", backend.port) as proxy:
+        url = f"http://127.0.0.1:{proxy.port}/langgraph"
+        async with get_client(url=url, api_key=None, timeout=SDK_TIMEOUT) as cut:
+            stream = cut.runs.stream(thread_id, CHAT, input=said("Cut me"), stream_mode=modes)
+            async for part in stream:
+                parts.append(part)
+                if len(chunks(parts)) == 3 and cut_after is None:
+                    cut_after = len(parts)
+                    proxy.set_mode("refuse")  # resets the connection…
+                    proxy.set_mode("forward")  # …and takes the reconnect
+    assert cut_after is not None and cut_after < len(parts)
+    run_id = parts[0].data["run_id"]
+    reconnects = backend.output().count(f"GET /langgraph/threads/{thread_id}/runs/{run_id}/stream")
+    assert reconnects >= 1, "the SDK did not reconnect"
+    assert chunk_text(parts) == text
+    chunk_ids = [p.id for p in parts if p.event == "messages"]
+    assert None not in chunk_ids and len(set(chunk_ids)) == len(chunk_ids), chunk_ids
+    names = event_names(parts)
+    assert names.count("metadata") == 1
+    assert set(names) == {"metadata", "messages"} | {
+        {"values": "values", "updates": "updates"}[m] for m in modes if m != "messages-tuple"
+    }, names
+    final = {"type": "ai", "content": text}
+    if "values" in modes:
+        assert pairs(values_of(parts)[-1]) == [("human", "Cut me"), ("ai", text)]
+    if "updates" in modes:
+        [update] = [p.data for p in parts if p.event == "updates"]
+        assert [{k: m[k] for k in final} for m in update["chat"]["messages"]] == [final]
 
 
 # 8 Multitask strategies --------------------------------------------------------------
