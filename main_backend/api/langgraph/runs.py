@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from functools import partial
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -49,11 +50,16 @@ LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)
 _FIELDS = {"messages": "input.messages", "thread_id": "thread_id", "if_busy": "multitask_strategy"}
 
 
-def _locations(thread_id: str, run_id: str, then: str) -> dict[str, str]:
+def _locations(
+    thread_id: str, run_id: str, then: str, modes: frozenset[str] = frozenset()
+) -> dict[str, str]:
     """The run (`Content-Location`: the SDKs read the run's id from it) and where to go
-    next (`Location`: where a cut-off client reconnects), relative to the API's root."""
+    next (`Location`: where a cut-off client reconnects), relative to the API's root.
+    A stream's `Location` names its modes: the SDKs reconnect to it as it is (no query
+    of their own), and the run's modes are not stored."""
     run = f"/threads/{thread_id}/runs/{run_id}"
-    return {"Content-Location": run, "Location": f"{run}/{then}"}
+    query = urlencode([("stream_mode", mode) for mode in sorted(modes)])
+    return {"Content-Location": run, "Location": f"{run}/{then}" + (f"?{query}" if query else "")}
 
 
 async def _start(
@@ -148,7 +154,7 @@ async def _streamed(
     started = await _start(turn, threads, thread_id, body, streamed=True)
     thread, run, attempt = started_run(started)
     framing = LangGraphFraming(threads.store, thread, run, attempt, modes, from_start=True)
-    headers = _locations(thread, run, "stream")
+    headers = _locations(thread, run, "stream", modes)
     return await stream_response(turn, started, body.on_disconnect, framing, headers)
 
 
@@ -291,7 +297,7 @@ async def join_run_stream(
         on_disconnect=left if cancel_on_disconnect else None,
         framing=framing,
     )
-    headers = {**SSE_HEADERS, **_locations(thread_id, run_id, "stream")}
+    headers = {**SSE_HEADERS, **_locations(thread_id, run_id, "stream", modes)}
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
 
