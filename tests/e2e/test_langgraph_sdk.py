@@ -16,9 +16,10 @@ on threads of its own.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from itertools import pairwise
 from typing import Any, cast
 
@@ -158,6 +159,21 @@ async def read_some(parts: AsyncIterator[StreamPart], chunk_count: int) -> list[
         await stream.aclose()
     assert len(chunks(seen)) == chunk_count, f"the stream ended early: {seen}"
     return seen
+
+
+async def within(seconds: float, check: Callable[[], Awaitable[Any]], what: str) -> Any:
+    """`check()`'s first truthy result, polled; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not (result := await check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {seconds}s waiting for {what}")
+        await asyncio.sleep(0.05)
+    return result
+
+
+async def run_status(lg: LangGraphClient, thread_id: str, run_id: str) -> str:
+    status: str = (await lg.runs.get(thread_id, run_id))["status"]
+    return status
 
 
 async def native_json(native: httpx.AsyncClient, path: str) -> Any:
@@ -463,6 +479,27 @@ async def test_state_and_history_follow_the_log(
     assert await lg.threads.get_state(thread_id, checkpoint_id=ids[1]) == history[2]
 
 
+async def test_a_run_starts_from_the_current_checkpoint_only(
+    lg: LangGraphClient, upstream: FakeUpstream
+) -> None:
+    """A UI sends the state it shows as `checkpoint`: its head is taken, an older one is
+    refused (branching is the native edit and regenerate)."""
+    upstream.script({"content": "A1"}, {"content": "A2"})
+    thread_id = await new_thread(lg)
+    empty = await lg.threads.get_state(thread_id)
+    await lg.runs.wait(thread_id, CHAT, input=said("Q1"), checkpoint=empty["checkpoint"])
+    head = await lg.threads.get_state(thread_id)
+    values = await lg.runs.wait(
+        thread_id, CHAT, input=said("Q2"), checkpoint_id=head["checkpoint"]["checkpoint_id"]
+    )
+    assert isinstance(values, dict)
+    assert pairs(values) == [("human", "Q1"), ("ai", "A1"), ("human", "Q2"), ("ai", "A2")]
+    with pytest.raises(UnprocessableEntityError) as older:
+        await lg.runs.create(thread_id, CHAT, input=said("Q3"), checkpoint=head["checkpoint"])
+    error_body(older.value)
+    assert len(await lg.runs.list(thread_id)) == 2
+
+
 # 6 wait, list, get -------------------------------------------------------------------
 
 
@@ -699,6 +736,52 @@ async def test_a_running_run_cancelled_and_waited_for_is_interrupted(
     state = await lg.threads.get_state(thread_id)
     assert pairs(state["values"])[0] == ("human", "Stop me")
     assert all(len(c) < len(text) for kind, c in pairs(state["values"])[1:])
+    # An ended run has nothing to cancel.
+    with pytest.raises(ConflictError) as ended:
+        await lg.runs.cancel(thread_id, run_id)
+    error_body(ended.value)
+
+
+async def test_a_dropped_stream_cancels_its_run_when_asked_to(
+    lg: LangGraphClient, upstream: FakeUpstream
+) -> None:
+    """`on_disconnect: cancel` on runs.stream, `cancel_on_disconnect` on join_stream."""
+    slow_answer(upstream, pieces=100, delay=0.05)
+    slow_answer(upstream, pieces=100, delay=0.05)
+    thread_id = await new_thread(lg)
+    streamed = await read_some(
+        lg.runs.stream(
+            thread_id,
+            CHAT,
+            input=said("Hang up"),
+            stream_mode=STREAM_MODES,
+            on_disconnect="cancel",
+        ),
+        2,
+    )
+    first = streamed[0].data["run_id"]
+    await within(
+        10,
+        lambda: _is(run_status(lg, thread_id, first), "interrupted"),
+        "the streamed run to be cancelled",
+    )
+    background = await lg.runs.create(thread_id, CHAT, input=said("Hang up again"))
+    second = background["run_id"]
+    await read_some(
+        lg.runs.join_stream(thread_id, second, stream_mode=STREAM_MODES, cancel_on_disconnect=True),
+        2,
+    )
+    await within(
+        10,
+        lambda: _is(run_status(lg, thread_id, second), "interrupted"),
+        "the joined run to be cancelled",
+    )
+    assert (await lg.threads.get(thread_id))["status"] == "idle"
+
+
+async def _is(value: Awaitable[Any], expected: Any) -> bool:
+    same: bool = await value == expected
+    return same
 
 
 # 10 Join -----------------------------------------------------------------------------
@@ -801,7 +884,8 @@ async def test_errors_carry_their_status_and_a_detail(lg: LangGraphClient) -> No
     strict=True,
     raises=AssertionError,
     reason="lg-spec (and LangGraph): a thread whose newest run failed is `error`; the "
-    "adapter reports it `idle` and its search for `error` answers [] always",
+    "adapter (docs/api.md: status idle|busy) reports it `idle`, and a search for `error` "
+    "answers [] always",
 )
 async def test_a_thread_whose_newest_run_failed_is_in_error(
     lg: LangGraphClient, upstream: FakeUpstream
@@ -819,8 +903,8 @@ async def test_a_thread_whose_newest_run_failed_is_in_error(
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="lg-spec's Run (and the SDK's Run type) carries its multitask_strategy; the "
-    "adapter answers null (the native log does not keep a run's if_busy)",
+    reason="lg-spec's Run (and the SDK's Run type, not Optional) carries its "
+    "multitask_strategy; the adapter (docs/api.md) answers null: the log keeps no if_busy",
 )
 async def test_a_run_reports_its_multitask_strategy(
     lg: LangGraphClient, upstream: FakeUpstream
@@ -836,8 +920,8 @@ async def test_a_run_reports_its_multitask_strategy(
     strict=True,
     raises=AssertionError,
     reason="lg-spec's Thread (and LangGraph's) carries the state's values everywhere; the "
-    "adapter answers values {} from search and update (only get reads the path), so a "
-    "thread list (agent-chat-ui's) cannot show a thread's first message",
+    "adapter (docs/api.md: search 'without values') answers {} from search and update, so "
+    "a thread list (agent-chat-ui's) cannot show a thread's first message",
 )
 async def test_search_and_update_show_a_threads_values(
     lg: LangGraphClient, upstream: FakeUpstream
