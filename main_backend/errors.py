@@ -48,6 +48,22 @@ class ThreadNotFound(DomainError):
         self.thread_id = thread_id
 
 
+class AssistantNotFound(DomainError):
+    """The LangGraph API's one assistant is `chat`: any other is not found."""
+
+    def __init__(self, assistant_id: str) -> None:
+        super().__init__(f"assistant {assistant_id} not found: the one assistant is 'chat'")
+        self.assistant_id = assistant_id
+
+
+class ThreadExists(DomainError):
+    """A thread with the id asked for exists already (or did: ids are never reused)."""
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(f"thread {thread_id} exists already")
+        self.thread_id = thread_id
+
+
 class ThreadBusy(DomainError):
     """A run is active on the thread; nothing was appended."""
 

@@ -74,9 +74,15 @@ def error_response(
     """The envelope for this request; counted in the app's `metrics.errors` by code."""
     request.app.state.metrics.errors.labels(code).inc()
     request_id = getattr(request.state, "request_id", None)
-    return JSONResponse(
-        error_body(code, message, request_id, details), status_code=status, headers=headers
-    )
+    body = error_body(code, message, request_id, details)
+    if getattr(request.state, DETAIL_FLAG, False):
+        body["detail"] = message
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# Set on a request (`request.state`) whose clients read FastAPI's `{"detail": ...}`
+# convention (the LangGraph SDKs): its errors carry `detail` beside the envelope.
+DETAIL_FLAG = "error_detail"
 
 
 def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:

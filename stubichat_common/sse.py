@@ -16,7 +16,7 @@ SSE_HEADERS = {
 }
 
 
-def sse_event(event: str, data: dict[str, Any], event_id: int | str | None = None) -> bytes:
+def sse_event(event: str, data: Any, event_id: int | str | None = None) -> bytes:
     lines = [] if event_id is None else [f"id: {event_id}"]
     lines.append(f"event: {event}")
     lines.append("data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")))

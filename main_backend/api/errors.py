@@ -12,6 +12,7 @@ from loguru import logger
 from main_backend.auth import AdminDisabled, Unauthorized
 from main_backend.db import DATABASE_UNAVAILABLE
 from main_backend.errors import (
+    AssistantNotFound,
     DomainError,
     EventIdConflict,
     IdempotencyKeyReused,
@@ -25,6 +26,7 @@ from main_backend.errors import (
     RunNotFound,
     ShuttingDown,
     ThreadBusy,
+    ThreadExists,
     ThreadNotFound,
     TooManyActiveRuns,
     VersionConflict,
@@ -37,8 +39,10 @@ _DOMAIN: dict[type[DomainError], tuple[int, str]] = {
     InvalidEvent: (422, "invalid_request"),
     ThreadNotFound: (404, "thread_not_found"),
     RunNotFound: (404, "run_not_found"),
+    AssistantNotFound: (404, "assistant_not_found"),
     MessageNotFound: (404, "message_not_found"),
     ThreadBusy: (409, "thread_busy"),
+    ThreadExists: (409, "thread_exists"),
     VersionConflict: (409, "version_conflict"),
     EventIdConflict: (409, "version_conflict"),
     NoActiveRun: (409, "no_active_run"),

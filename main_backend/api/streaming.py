@@ -13,6 +13,26 @@ from main_backend.shutdown import Shutdown
 from stubichat_common.sse import PING, sse_event, with_keepalive
 
 
+class Framing:
+    """How a run's stream is written as SSE: here the native API's events, one per
+    stream event with its id; another API surface (the LangGraph one) subclasses it."""
+
+    def opening(self) -> list[bytes]:
+        """What the stream starts with, before its first event."""
+        return []
+
+    async def frames(self, sent: Sent) -> list[bytes]:
+        name, data = sse_payload(sent.event)
+        return [sse_event(name, data, sent.id)]
+
+    def unended(self, error: dict[str, Any]) -> bytes:
+        """The stream's source stopped before the run's end: its error, with no id."""
+        return sse_event("run.failed", {"error": error, "partial_content": "", "version": None})
+
+
+NATIVE = Framing()
+
+
 async def sse_body(
     events: AsyncIterator[Sent],
     ping_seconds: float,
@@ -21,8 +41,10 @@ async def sse_body(
     unended: Callable[[], dict[str, Any]] | None = None,
     *,
     on_disconnect: Callable[[], None] | None = None,
+    framing: Framing = NATIVE,
 ) -> AsyncIterator[bytes]:
-    """The events framed with their ids, a ping after each `ping_seconds` of silence.
+    """The events framed (`framing`) with their ids, a ping after each `ping_seconds` of
+    silence.
 
     A stream ends in one of three ways:
 
@@ -32,7 +54,7 @@ async def sse_body(
       just ends, with no terminal event and nothing made up: the client resumes on
       another replica with `Last-Event-ID`;
     - the source stopped before the run's end for another reason: `unended`, if
-      given, is its error, sent as a `run.failed` with no id, so a client that
+      given, is its error, sent (as `run.failed`) with no id, so a client that
       resumes after it resumes after the last event it really got.
 
     And it may be closed under it: the client went away. `on_disconnect`, if given, is
@@ -43,18 +65,18 @@ async def sse_body(
     metrics.active_streams.inc()
     try:
         with shutdown.stream():
+            for opening in framing.opening():
+                yield opening
             async for sent in with_keepalive(events, ping_seconds, until=shutdown.streams_ended):
                 if sent is None:
                     yield PING
                     continue
-                name, data = sse_payload(sent.event)
                 ended = ended or isinstance(sent.event, RunEnded)
-                yield sse_event(name, data, sent.id)
+                for frame in await framing.frames(sent):
+                    yield frame
             closed_here = True
             if not ended and unended is not None and not shutdown.draining:
-                yield sse_event(
-                    "run.failed", {"error": unended(), "partial_content": "", "version": None}
-                )
+                yield framing.unended(unended())
     finally:
         metrics.active_streams.dec()
         if not (ended or closed_here or shutdown.draining) and on_disconnect is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from loguru import logger
 
@@ -138,10 +139,17 @@ class ChatService:
         self.runner.start_queued_soon(plan.thread_id)
         return Accepted(plan.thread_id, plan.run_id, "pending")
 
-    async def cancel(self, user: str, thread_id: str, run_id: str | None = None) -> str:
+    async def cancel(
+        self,
+        user: str,
+        thread_id: str,
+        run_id: str | None = None,
+        reason: Literal["user", "rollback"] = "user",
+    ) -> str:
         """Stop the thread's active run (only if it is `run_id`, when given) on whichever
         replica drives it (its lease carries the request there; here it stops at once),
-        or take a queued `run_id` out of the queue; the run's id."""
+        or take a queued `run_id` out of the queue; the run's id. A "rollback" also takes
+        the run's input and partial answer out of the history, as `if_busy` rollback does."""
         if run_id is not None:
             run = await owned_run(self.store, user, thread_id, run_id)
             if run.status == "pending" and await self._cancel_queued(thread_id, run_id):
@@ -151,7 +159,7 @@ class ChatService:
         thread = await owned_thread(self.store, thread_id, user)
         if thread.active_run_id is None or run_id not in (None, thread.active_run_id):
             raise NoActiveRun(thread_id, run_id)
-        await self._stop(thread_id, thread.active_run_id, "user")
+        await self._stop(thread_id, thread.active_run_id, reason)
         return thread.active_run_id
 
     def cancel_soon(self, user: str, thread_id: str, run_id: str) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from main_backend.conversation.graph import recorded_inputs
+from main_backend.conversation.ids import run_started_id
 from main_backend.conversation.paging import encode_cursor, newest_first
+from main_backend.conversation.threads import path_to
 from main_backend.conversation.turns import owned_thread
 from main_backend.errors import RunNotFound, ThreadNotFound
-from main_backend.events.fold import RunState
+from main_backend.events.fold import MessageState, RunState, RunStatus
 from main_backend.events.projections import load_runs, run_from_row
 from main_backend.events.store import EventStore
 from main_backend.events.tables import runs as runs_table
@@ -27,6 +30,19 @@ async def owned_run(store: EventStore, user: str, thread_id: str, run_id: str) -
     return run
 
 
+async def answered_path(store: EventStore, thread_id: str, run_id: str) -> list[MessageState]:
+    """The path a started run answers, first message first: its prompt's messages (the
+    run's input last), which its answer follows."""
+    started = await store.get_event(run_started_id(run_id))
+    if started is None or started.thread_id != thread_id:
+        return []
+    parent_id = started.data.get("parent_id")
+    if "parent_id" not in started.data:  # written before threads were trees
+        inputs = await recorded_inputs(store, run_id)
+        parent_id = inputs[-1].message_id if inputs else None
+    return await path_to(store, thread_id, parent_id if isinstance(parent_id, str) else None)
+
+
 class RunService:
     def __init__(self, store: EventStore) -> None:
         self.store = store
@@ -43,6 +59,19 @@ class RunService:
         page = found[:limit]
         last = page[-1] if len(found) > limit else None
         return page, None if last is None else encode_cursor(last.created_at, last.run_id)
+
+    async def slice(
+        self, user: str, thread_id: str, limit: int, offset: int, status: RunStatus | None
+    ) -> list[RunState]:
+        """The thread's runs newest first (only those with `status`, if given), by offset."""
+        await owned_thread(self.store, thread_id, user)
+        r = runs_table.c
+        query = sa.select(runs_table).where(r.thread_id == thread_id)
+        if status is not None:
+            query = query.where(r.status == status)
+        query = query.order_by(r.created_at.desc(), r.run_id.desc()).limit(limit).offset(offset)
+        async with self.store.db.engine.connect() as conn:
+            return [run_from_row(row) for row in await conn.execute(query)]
 
     async def get(self, user: str, thread_id: str, run_id: str) -> RunState:
         return await owned_run(self.store, user, thread_id, run_id)

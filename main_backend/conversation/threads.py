@@ -6,15 +6,21 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from main_backend.conversation.paging import encode_cursor, newest_first
 from main_backend.conversation.turns import owned_thread
-from main_backend.errors import InvalidRequest, MessageNotFound, ThreadBusy, VersionConflict
+from main_backend.errors import (
+    InvalidRequest,
+    MessageNotFound,
+    ThreadBusy,
+    ThreadExists,
+    VersionConflict,
+)
 from main_backend.events.fold import MessageState, ThreadState, active_path, fold
 from main_backend.events.projections import message_from_row, thread_from_row
 from main_backend.events.store import EventStore
@@ -53,6 +59,35 @@ async def page_threads(
     page = found[:limit]
     last = page[-1] if len(found) > limit else None
     return page, None if last is None else encode_cursor(last.updated_at, last.thread_id)
+
+
+async def path_to(store: EventStore, thread_id: str, leaf_id: str | None) -> list[MessageState]:
+    """The path from the thread's first message down to `leaf_id` (none for None)."""
+    path = [m async for m in store.iter_path(thread_id, leaf_id)]
+    path.reverse()
+    return path
+
+
+ThreadSort = Literal["thread_id", "created_at", "updated_at"]
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadFilter:
+    """Which of a user's threads a search returns: all of `metadata`'s keys with equal
+    values, and busy ones or idle ones only if `busy` is given."""
+
+    metadata: dict[str, Any] = field(default_factory=dict)
+    busy: bool | None = None
+
+    def admits(self, thread: ThreadState) -> bool:
+        if self.busy is not None and (thread.status == "busy") != self.busy:
+            return False
+        return all(thread.metadata.get(k, _MISSING) == v for k, v in self.metadata.items())
+
+
+_MISSING = object()
+# Threads read per query while a search filters them.
+_SEARCH_BATCH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +129,29 @@ class ThreadService:
         self.store = store
 
     async def create(
-        self, user: str, title: str | None, metadata: dict[str, Any], request_id: str | None
+        self,
+        user: str,
+        title: str | None,
+        metadata: dict[str, Any],
+        request_id: str | None,
+        thread_id: str | None = None,
     ) -> ThreadState:
-        thread_id = str(uuid.uuid4())
+        """A new thread, with the id given (`ThreadExists` if it is taken) or a new one."""
+        thread_id = thread_id or str(uuid.uuid4())
+        try:
+            await self._create(user, title, metadata, request_id, thread_id)
+        except VersionConflict:
+            raise ThreadExists(thread_id) from None
+        return await owned_thread(self.store, thread_id, user)
+
+    async def _create(
+        self,
+        user: str,
+        title: str | None,
+        metadata: dict[str, Any],
+        request_id: str | None,
+        thread_id: str,
+    ) -> None:
         await self.store.append(
             thread_id,
             [
@@ -113,7 +168,6 @@ class ThreadService:
             ],
             0,
         )
-        return await owned_thread(self.store, thread_id, user)
 
     async def get(self, user: str, thread_id: str) -> ThreadState:
         return await owned_thread(self.store, thread_id, user)
@@ -124,6 +178,51 @@ class ThreadService:
         return await page_threads(
             self.store, owner=user, include_deleted=False, limit=limit, cursor=cursor
         )
+
+    async def search(
+        self,
+        user: str,
+        where: ThreadFilter,
+        limit: int,
+        offset: int,
+        sort_by: ThreadSort = "updated_at",
+        descending: bool = True,
+    ) -> builtins.list[ThreadState]:
+        """The user's threads that `where` admits, in the order asked, from `offset` on.
+        The filter is applied to the read model's rows a batch at a time (metadata is
+        free-form JSON, compared alike on both engines)."""
+        t = threads_table.c
+        column = t[sort_by]
+        order = [column.desc(), t.thread_id.desc()] if descending else [column, t.thread_id]
+        query = (
+            sa.select(threads_table)
+            .where(t.owner == user, t.deleted.is_(False))
+            .order_by(*order)
+            .limit(_SEARCH_BATCH)
+        )
+        found: builtins.list[ThreadState] = []
+        skip, read = offset, 0
+        async with self.store.db.engine.connect() as conn:
+            while len(found) < limit:
+                rows = (await conn.execute(query.offset(read))).all()
+                read += len(rows)
+                for thread in (thread_from_row(row) for row in rows):
+                    if not where.admits(thread):
+                        continue
+                    if skip:
+                        skip -= 1
+                    elif len(found) < limit:
+                        found.append(thread)
+                if len(rows) < _SEARCH_BATCH:
+                    break
+        return found
+
+    async def path(
+        self, user: str, thread_id: str
+    ) -> tuple[ThreadState, builtins.list[MessageState]]:
+        """The thread and its active path, first message first."""
+        thread = await owned_thread(self.store, thread_id, user)
+        return thread, await path_to(self.store, thread_id, thread.head_id)
 
     async def messages(
         self, user: str, thread_id: str, after_version: int, limit: int

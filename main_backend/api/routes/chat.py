@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -38,7 +38,7 @@ from main_backend.api.schemas import (
     Text,
     Usage,
 )
-from main_backend.api.streaming import sse_body
+from main_backend.api.streaming import NATIVE, Framing, sse_body
 from main_backend.conversation.chat import Accepted, ChatService, Repeat
 from main_backend.conversation.graph import RunDelta, RunEnded, RunStarted
 from main_backend.conversation.idempotency import request_hash
@@ -118,8 +118,8 @@ Started = RunHandle | Repeat | Accepted
 
 
 @dataclass(frozen=True, slots=True)
-class _Turn:
-    """What every route that starts a run works with."""
+class Turn:
+    """What every route that starts a run works with (the LangGraph routes too)."""
 
     request: Request
     response: Response
@@ -144,8 +144,8 @@ def _turn(
     shutdown: ShutdownDep,
     request_id: RequestIdDep,
     idempotency_key: IdempotencyKey = None,
-) -> _Turn:
-    return _Turn(
+) -> Turn:
+    return Turn(
         request,
         response,
         user,
@@ -159,12 +159,14 @@ def _turn(
     )
 
 
-TurnDep = Annotated[_Turn, Depends(_turn)]
+TurnDep = Annotated[Turn, Depends(_turn)]
 
 
-async def _start(
-    turn: _Turn, body: ChatRequest, rebranch: Rebranch | None, streamed: bool
+async def start_turn(
+    turn: Turn, body: ChatRequest, rebranch: Rebranch | None, streamed: bool
 ) -> Started:
+    """Start (or queue) the run that `body` asks for, or find the one its idempotency key
+    already started."""
     turn.shutdown.refuse_new_runs()
     if body.background and streamed:
         raise InvalidRequest(
@@ -198,8 +200,8 @@ async def chat_stream(body: ChatBody, turn: TurnDep) -> StreamingResponse:
     """SSE: (`run.queued`), `run.started`, `delta`s, then one of `run.completed`,
     `run.failed`, `run.cancelled` (none when this replica shuts down meanwhile: resume
     at `Location`)."""
-    started = await _start(turn, body, None, True)
-    return await _sse_response(started, body, turn)
+    started = await start_turn(turn, body, None, True)
+    return await stream_response(turn, started, body.on_disconnect)
 
 
 Id = Annotated[Text, Path(min_length=1, max_length=64)]
@@ -244,13 +246,27 @@ async def regenerate_message(
 
 
 async def _answer(
-    turn: _Turn, body: ChatRequest, rebranch: Rebranch | None
+    turn: Turn, body: ChatRequest, rebranch: Rebranch | None
 ) -> ChatResponse | JSONResponse | StreamingResponse:
-    started = await _start(turn, body, rebranch, body.stream)
+    started = await start_turn(turn, body, rebranch, body.stream)
     if body.background:
         return _accepted(started)
     if body.stream:
-        return await _sse_response(started, body, turn)
+        return await stream_response(turn, started, body.on_disconnect)
+    ended = await run_end(turn, started)
+    if ended is not None and ended.status == "cancelled" and ended.message is None:
+        raise RunCancelledBeforeStart(ended.thread_id, ended.run_id)
+    if ended is None:
+        return unrecorded_response(turn, started)
+    if ended.status == "failed":
+        return _failed_response(turn.request, ended)
+    turn.response.headers["Location"] = stream_location(ended.thread_id, ended.run_id)
+    return _chat_response(ended)
+
+
+async def run_end(turn: Turn, started: Started) -> RunEnded | None:
+    """The run's recorded end, once it has one; None if it could not be recorded. At the
+    shutdown's deadline the run is handed over (`ShuttingDown`): its answer comes later."""
     shutdown = turn.shutdown
     if isinstance(started, Repeat):
         ended: RunEnded | None = started.ended
@@ -265,22 +281,20 @@ async def _answer(
         ended = await shutdown.unless_streams_end(waiting)
         if ended is None and shutdown.draining:
             raise shutdown.handed_over(started.thread_id, started.run_id)
-    if ended is not None and ended.status == "cancelled" and ended.message is None:
-        raise RunCancelledBeforeStart(ended.thread_id, ended.run_id)
-    if ended is None:
-        error = started.error if isinstance(started, RunHandle) else None
-        if error is not None and is_database_unavailable(error):
-            return database_unavailable_response(turn.request, error)
-        return error_response(
-            turn.request,
-            500,
-            "internal_error",
-            "the answer could not be recorded; it will be retried",
-        )
-    if ended.status == "failed":
-        return _failed_response(turn.request, ended)
-    turn.response.headers["Location"] = stream_location(ended.thread_id, ended.run_id)
-    return _chat_response(ended)
+    return ended
+
+
+def unrecorded_response(turn: Turn, started: Started) -> JSONResponse:
+    """The error of a run whose end could not be recorded: the database, or else."""
+    error = started.error if isinstance(started, RunHandle) else None
+    if error is not None and is_database_unavailable(error):
+        return database_unavailable_response(turn.request, error)
+    return error_response(
+        turn.request,
+        500,
+        "internal_error",
+        "the answer could not be recorded; it will be retried",
+    )
 
 
 def _accepted(started: Started) -> JSONResponse:
@@ -335,13 +349,29 @@ def _failed_response(request: Request, ended: RunEnded) -> JSONResponse:
     )
 
 
-async def _sse_response(started: Started, body: ChatRequest, turn: _Turn) -> StreamingResponse:
+def started_run(started: Started) -> tuple[str, str, int]:
+    """The thread, run and attempt a start names."""
+    if isinstance(started, Repeat):
+        return started.ended.thread_id, started.ended.run_id, started.attempt
+    attempt = started.attempt if isinstance(started, RunHandle) else 1
+    return started.thread_id, started.run_id, attempt
+
+
+async def stream_response(
+    turn: Turn,
+    started: Started,
+    on_disconnect: Literal["continue", "cancel"],
+    framing: Framing = NATIVE,
+    headers: dict[str, str] | None = None,
+) -> StreamingResponse:
+    """The run's stream as SSE, framed by `framing`, with a `Location` to resume at (or
+    `headers`, for another API surface)."""
     user, chat, streams = turn.user, turn.chat, turn.streams
     ping, metrics, shutdown = turn.settings.sse_ping_seconds, turn.metrics, turn.shutdown
     if isinstance(started, Repeat):
         thread_id, run_id = started.ended.thread_id, started.ended.run_id
         replayed = with_ids(_replayed(started), started.attempt)
-        body_events = sse_body(replayed, ping, metrics, shutdown)
+        body_events = sse_body(replayed, ping, metrics, shutdown, framing=framing)
     else:
         thread_id, run_id = started.thread_id, started.run_id
         events: AsyncIterator[Sent]
@@ -356,12 +386,13 @@ async def _sse_response(started: Started, body: ChatRequest, turn: _Turn) -> Str
             metrics,
             shutdown,
             partial(_unrecorded_error, started),
-            on_disconnect=left if body.on_disconnect == "cancel" else None,
+            on_disconnect=left if on_disconnect == "cancel" else None,
+            framing=framing,
         )
     return StreamingResponse(
         body_events,
         media_type="text/event-stream",
-        headers={**SSE_HEADERS, "Location": stream_location(thread_id, run_id)},
+        headers={**SSE_HEADERS, **(headers or {"Location": stream_location(thread_id, run_id)})},
     )
 
 

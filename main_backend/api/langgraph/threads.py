@@ -1,0 +1,153 @@
+"""Threads, their state and history: the native threads, as LangGraph shows them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Response, status
+
+from main_backend.api.deps import RequestIdDep, ThreadsDep, UserDep
+from main_backend.api.langgraph import messages as lg
+from main_backend.api.langgraph.routing import LangGraphRoute
+from main_backend.api.langgraph.schemas import (
+    Checkpoint,
+    HistoryRequest,
+    ThreadCreate,
+    ThreadPatch,
+    ThreadSearch,
+)
+from main_backend.api.schemas import Text
+from main_backend.conversation.threads import ThreadFilter, ThreadService, path_to
+from main_backend.errors import MessageNotFound, ThreadExists
+from main_backend.events.fold import MessageState, ThreadState
+
+router = APIRouter(prefix="/threads", route_class=LangGraphRoute)
+
+ThreadId = Annotated[Text, Path(min_length=1, max_length=64)]
+
+
+@router.post("")
+async def create_thread(
+    user: UserDep,
+    threads: ThreadsDep,
+    request_id: RequestIdDep,
+    body: Annotated[ThreadCreate, Body(default_factory=ThreadCreate)],
+) -> dict[str, Any]:
+    try:
+        thread = await threads.create(user, None, body.metadata, request_id, body.thread_id)
+    except ThreadExists:
+        if body.if_exists != "do_nothing" or body.thread_id is None:
+            raise
+        thread = await threads.get(user, body.thread_id)
+    return lg.thread(thread, [])
+
+
+@router.post("/search")
+async def search_threads(
+    user: UserDep,
+    threads: ThreadsDep,
+    body: Annotated[ThreadSearch, Body(default_factory=ThreadSearch)],
+) -> list[dict[str, Any]]:
+    """The user's threads, most recently updated first unless sorted otherwise."""
+    if body.status in ("interrupted", "error"):
+        return []  # the chat graph never interrupts; a failed run leaves its thread idle
+    where = ThreadFilter(body.metadata, None if body.status is None else body.status == "busy")
+    found = await threads.search(
+        user, where, body.limit, body.offset, body.sort_by, body.sort_order == "desc"
+    )
+    return [lg.thread(t, None) for t in found]
+
+
+@router.get("/{thread_id}")
+async def get_thread(thread_id: ThreadId, user: UserDep, threads: ThreadsDep) -> dict[str, Any]:
+    thread, path = await threads.path(user, thread_id)
+    return lg.thread(thread, path)
+
+
+@router.patch("/{thread_id}")
+async def patch_thread(
+    thread_id: ThreadId,
+    body: ThreadPatch,
+    user: UserDep,
+    threads: ThreadsDep,
+    request_id: RequestIdDep,
+) -> dict[str, Any]:
+    """Merge `metadata` into the thread's (as LangGraph does)."""
+    thread = await threads.get(user, thread_id)
+    metadata = {**thread.metadata, **body.metadata}
+    thread = await threads.update(user, thread_id, {"metadata": metadata}, request_id)
+    return lg.thread(thread, None)
+
+
+@router.delete("/{thread_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_thread(
+    thread_id: ThreadId, user: UserDep, threads: ThreadsDep, request_id: RequestIdDep
+) -> Response:
+    await threads.delete(user, thread_id, request_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{thread_id}/state")
+async def get_state(thread_id: ThreadId, user: UserDep, threads: ThreadsDep) -> dict[str, Any]:
+    """The thread's current state: its active path."""
+    thread, path = await threads.path(user, thread_id)
+    return lg.state(thread, path)
+
+
+@router.get("/{thread_id}/state/{checkpoint_id}")
+async def get_state_at(
+    thread_id: ThreadId,
+    checkpoint_id: Annotated[Text, Path(min_length=1, max_length=64)],
+    user: UserDep,
+    threads: ThreadsDep,
+) -> dict[str, Any]:
+    """The state at a checkpoint of any branch."""
+    thread, path = await state_path(threads, user, thread_id, checkpoint_id)
+    return lg.state(thread, path)
+
+
+@router.post("/{thread_id}/state/checkpoint")
+async def post_state_at(
+    thread_id: ThreadId,
+    user: UserDep,
+    threads: ThreadsDep,
+    checkpoint: Annotated[Checkpoint, Body(embed=True)],
+) -> dict[str, Any]:
+    thread, path = await state_path(threads, user, thread_id, checkpoint.checkpoint_id)
+    return lg.state(thread, path)
+
+
+@router.post("/{thread_id}/history")
+async def get_history(
+    thread_id: ThreadId,
+    user: UserDep,
+    threads: ThreadsDep,
+    body: Annotated[HistoryRequest, Body(default_factory=HistoryRequest)],
+) -> list[dict[str, Any]]:
+    """Past states, newest first: the active path's (or, with `checkpoint`, that branch's)."""
+    at = body.checkpoint.checkpoint_id if body.checkpoint else None
+    thread, path = await state_path(threads, user, thread_id, at)
+    before = body.before.checkpoint_id if isinstance(body.before, Checkpoint) else body.before
+    states = lg.history(thread, path, body.limit, before)
+    if body.metadata:
+        states = [s for s in states if _has(s["metadata"], body.metadata)]
+    return states
+
+
+def _has(metadata: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    return all(metadata.get(k) == v for k, v in wanted.items())
+
+
+async def state_path(
+    threads: ThreadService, user: str, thread_id: str, checkpoint_id: str | None
+) -> tuple[ThreadState, list[MessageState]]:
+    """The thread and the path to the checkpoint (None: the active path)."""
+    if checkpoint_id is None:
+        return await threads.path(user, thread_id)
+    thread = await threads.get(user, thread_id)
+    if checkpoint_id == lg.empty_checkpoint_id(thread_id):
+        return thread, []
+    message = await threads.store.get_message(thread_id, checkpoint_id)
+    if message is None or message.rolled_back:
+        raise MessageNotFound(thread_id, checkpoint_id)
+    return thread, await path_to(threads.store, thread_id, checkpoint_id)
