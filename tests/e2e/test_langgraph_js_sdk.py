@@ -44,6 +44,7 @@ QUESTIONS = [
     "Tell me a long story",
     "Cancel me without waiting",
     "Cancel me and wait",
+    "Keep going after a network fault",
 ]
 
 
@@ -83,6 +84,7 @@ def run_script(node: str, backend: ServiceProcess) -> dict[str, Any]:
         summary: dict[str, Any] = json.loads(done.stdout)
     except ValueError:
         pytest.fail(f"no JSON summary (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+    print(json.dumps(summary, indent=1))  # shown when an assertion below fails
     failures = json.dumps(summary["failures"], indent=2)
     assert done.returncode == 0 and summary["ok"], f"{failures}\n{done.stderr}"
     return summary
@@ -106,7 +108,11 @@ def prompts(upstream: FakeUpstream) -> list[str]:
 
 
 def assert_same_thread(
-    client: httpx.Client, backend: ServiceProcess, part: dict[str, Any], question: str
+    client: httpx.Client,
+    backend: ServiceProcess,
+    part: dict[str, Any],
+    question: str,
+    state: bool = True,
 ) -> None:
     """The native API shows the thread the SDK used, with the same message ids."""
     native = messages_of(client, backend, part["thread_id"])
@@ -114,7 +120,8 @@ def assert_same_thread(
         ("user", question),
         ("assistant", part["answer"]["content"]),
     ]
-    assert [m["id"] for m in native] == [m["id"] for m in part["state_messages"]]
+    if state:
+        assert [m["id"] for m in native] == [m["id"] for m in part["state_messages"]]
     assert native[1]["id"] == part["answer"]["id"]
     assert native[1]["run_id"] == part["run_id"]
 
@@ -129,9 +136,11 @@ def test_the_langgraph_js_sdk_streams_joins_and_cancels(
         {"chunks": SLOW_ANSWER, "chunk_delay": 0.05},
         {"chunks": LONG_ANSWER, "chunk_delay": 0.05},
         {"chunks": LONG_ANSWER, "chunk_delay": 0.05},
+        {"chunks": SLOW_ANSWER, "chunk_delay": 0.05},
     )
     summary = run_script(node, backend)
     stream, background, cancel = summary["stream"], summary["background"], summary["cancel"]
+    reconnect = summary["reconnect"]
 
     # (a) runs.stream: the chunks the SDK yielded are the upstream's answer.
     assert stream["text"] == "".join(SHORT_ANSWER)
@@ -162,11 +171,22 @@ def test_the_langgraph_js_sdk_streams_joins_and_cancels(
         ("?wait=1&action=interrupt", 204),
     ]
 
+    # (d) runs.stream cut in its fourth messages event: the SDK's own reconnect (a GET of
+    # the Location with the last id it saw) yields the rest of the modes asked for, once.
+    assert reconnect["text"] == "".join(SLOW_ANSWER)
+    [cut] = requests_of(summary, "reconnect", "POST", "/runs/stream")
+    assert cut["cut_in_event"] == 4
+    [resumed] = requests_of(summary, "reconnect", "GET", "/stream")
+    assert "/langgraph" + cut["location"] == resumed["path"] + resumed["query"]
+    assert resumed["last_event_id"] == reconnect["ids"][3]
+    assert resumed["status"] == 200
+
     # The upstream was asked each question once, in order (no run was generated twice).
     assert prompts(upstream) == QUESTIONS
     with httpx.Client(timeout=HTTP_TIMEOUT) as client:
         assert_same_thread(client, backend, stream, QUESTIONS[0])
         assert_same_thread(client, backend, background, QUESTIONS[1])
+        assert_same_thread(client, backend, reconnect, QUESTIONS[4], state=False)
         native = messages_of(client, backend, cancel["thread_id"])
     asked = [m["content"] for m in native if m["role"] == "user"]
     assert asked == QUESTIONS[2:]

@@ -4,13 +4,16 @@
 //   node tests/js/langgraph_sdk_check.mjs http://127.0.0.1:8000   (or STUBICHAT_URL=...)
 //
 // Three parts, each on its own thread (the caller scripts the upstream's answers in this
-// order: a short one, a slow one, then two long slow ones that get cancelled):
+// order: a short one, a slow one, two long slow ones that get cancelled, a slow one):
 //   stream      runs.stream with values + messages-tuple: metadata first, the chunks join to
 //               the final AI message and share its id.
 //   background  runs.create, joinStream from the start (Last-Event-ID -1), dropped after a few
 //               chunks, rejoined after the last event id seen: nothing lost or repeated;
 //               then threads.getState.
 //   cancel      runs.cancel with wait=false (202) and wait=true (204).
+//   reconnect   runs.stream (messages-tuple + updates) whose connection breaks mid-event:
+//               the SDK reconnects by itself (its Location, Last-Event-ID) and the parts it
+//               yields are the modes asked for, nothing lost or repeated.
 // Prints one JSON summary on stdout ({ok, failures, ...}) and exits 1 if a check failed.
 import { Client } from "@langchain/langgraph-sdk";
 
@@ -64,7 +67,51 @@ async function recordingFetch(input, init) {
   entry.content_type = response.headers.get("content-type");
   entry.content_location = response.headers.get("content-location");
   entry.location = response.headers.get("location");
+  if (cutNextRunStream !== null && entry.method === "POST" && url.pathname.endsWith("/runs/stream")) {
+    const events = cutNextRunStream;
+    cutNextRunStream = null;
+    entry.cut_in_event = events;
+    return cutInEvent(response, events);
+  }
   return response;
+}
+
+// Part (d)'s network fault: the next POST …/runs/stream's body breaks in the middle of its
+// `events`-th `messages` event, as a dropped connection does.
+let cutNextRunStream = null;
+
+function cutInEvent(response, events) {
+  const marker = Buffer.from("event: messages");
+  const reader = response.body.getReader();
+  let received = Buffer.alloc(0);
+  let passed = 0; // bytes of `received` passed on
+  const body = new ReadableStream({
+    async pull(controller) {
+      const { done, value } = await reader.read();
+      if (done) {
+        controller.close();
+        return;
+      }
+      received = Buffer.concat([received, value]);
+      let at = -1;
+      for (let i = 0; i < events; i += 1) {
+        at = received.indexOf(marker, at + 1);
+        if (at === -1) break;
+      }
+      if (at === -1) {
+        controller.enqueue(new Uint8Array(received.subarray(passed)));
+        passed = received.length;
+        return;
+      }
+      controller.enqueue(new Uint8Array(received.subarray(passed, at + marker.length + 5)));
+      await reader.cancel();
+      controller.error(new TypeError("terminated: the test cut the connection"));
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+  return new Response(body, { status: response.status, headers: response.headers });
 }
 
 const client = new Client({
@@ -275,8 +322,44 @@ async function cancelPart() {
   summary.cancel = result;
 }
 
+// (d) --------------------------------------------------------------------------------------
+async function reconnectPart() {
+  currentPart = "reconnect";
+  const question = "Keep going after a network fault";
+  const thread = await client.threads.create();
+  const threadId = thread.thread_id;
+  const parts = [];
+  cutNextRunStream = DROP_AFTER + 1;
+  // runs.stream takes no onReconnect: the reconnects are the GETs it made of the stream.
+  for await (const part of client.runs.stream(threadId, "chat", {
+    ...human(question),
+    streamMode: ["messages-tuple", "updates"],
+  })) {
+    parts.push(plain(part));
+  }
+  const runId = parts[0]?.data?.run_id;
+  const reconnects = summary.requests.filter(
+    (r) => r.part === currentPart && r.method === "GET" && r.path.endsWith("/stream"),
+  );
+  check(parts[0]?.event === "metadata", "the first event is metadata", parts[0]);
+  check(reconnects.length === 1, "the SDK reconnected once, by itself", reconnects);
+  check(reconnects[0]?.last_event_id === parts[DROP_AFTER]?.id, "after the last event it yielded", { reconnects, parts });
+  const events = parts.map((p) => p.event);
+  const asked = ["metadata", "messages", "updates", "end"];
+  check(events.every((e) => asked.includes(e)), "after the reconnect: still only the modes asked for", events);
+  check(events.filter((e) => e === "metadata").length === 1, "metadata once", events);
+  const updates = parts.filter((p) => p.event === "updates");
+  const answer = lastOf(updates)?.data?.chat?.messages?.[0] ?? null;
+  check(updates.length === 1 && answer?.type === "ai", "one updates event with the answer", updates);
+  checkMessagesParts(parts, threadId, runId);
+  const { text, ids } = chunkText(parts);
+  check(text === answer?.content, "chunks before + after the reconnect = the answer exactly", { text, answer });
+  check(ids.length === 1 && ids[0] === answer?.id, "every chunk has the answer's id", { ids, answer });
+  summary.reconnect = { thread_id: threadId, run_id: runId, events, ids: parts.map((p) => p.id), text, answer };
+}
+
 let code = 0;
-for (const part of [streamPart, backgroundPart, cancelPart]) {
+for (const part of [streamPart, backgroundPart, cancelPart, reconnectPart]) {
   try {
     await part();
   } catch (error) {
