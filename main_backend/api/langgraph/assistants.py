@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path
 
 from main_backend.api.deps import UserDep
+from main_backend.api.errors import error_responses
 from main_backend.api.langgraph import messages as lg
 from main_backend.api.langgraph.routing import LangGraphRoute
 from main_backend.api.langgraph.schemas import AssistantSearch
@@ -14,6 +15,7 @@ from main_backend.errors import AssistantNotFound
 
 router = APIRouter(prefix="/assistants", route_class=LangGraphRoute)
 
+_MISSING = error_responses("assistant_not_found")
 AssistantId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
@@ -37,13 +39,13 @@ async def search_assistants(
     return [found] if matches and body.offset == 0 else []
 
 
-@router.get("/{assistant_id}")
+@router.get("/{assistant_id}", responses=_MISSING)
 async def get_assistant(assistant_id: AssistantId, user: UserDep) -> dict[str, Any]:
     check_assistant(assistant_id)
     return lg.assistant()
 
 
-@router.get("/{assistant_id}/graph")
+@router.get("/{assistant_id}/graph", responses=_MISSING)
 async def get_graph(assistant_id: AssistantId, user: UserDep) -> dict[str, Any]:
     check_assistant(assistant_id)
     nodes = ["__start__", lg.NODE, "__end__"]
@@ -72,7 +74,7 @@ _CONTEXT_SCHEMA = {
 }
 
 
-@router.get("/{assistant_id}/schemas")
+@router.get("/{assistant_id}/schemas", responses=_MISSING)
 async def get_schemas(assistant_id: AssistantId, user: UserDep) -> dict[str, Any]:
     check_assistant(assistant_id)
     return {

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from main_backend.api.deps import ChatDep, RunsDep, ThreadsDep, UserDep
+from main_backend.api.errors import error_responses
 from main_backend.api.langgraph import messages as lg
 from main_backend.api.langgraph.assistants import check_assistant
 from main_backend.api.langgraph.routing import LangGraphRoute
@@ -24,6 +25,8 @@ from main_backend.api.langgraph.stream import (
     stream_modes,
 )
 from main_backend.api.routes.chat import (
+    SSE_RESPONSE,
+    START_ERRORS,
     Started,
     Turn,
     TurnDep,
@@ -39,10 +42,15 @@ from main_backend.conversation.graph import RunEnded
 from main_backend.conversation.runs import answered_path, owned_run
 from main_backend.conversation.threads import ThreadService
 from main_backend.errors import InvalidRequest, ThreadExists
+from main_backend.values import MAX_INTEGER
 from stubichat_common.sse import SSE_HEADERS
 
 router = APIRouter(route_class=LangGraphRoute)
 
+_STARTS = {**START_ERRORS, **error_responses("assistant_not_found")}
+_STREAMS = {**SSE_RESPONSE, **_STARTS}
+_RUN = error_responses("run_not_found")
+_JOIN = error_responses("run_not_found", "invalid_request", "shutting_down")
 ThreadId = Annotated[Text, Path(min_length=1, max_length=64)]
 RunId = Annotated[Text, Path(min_length=1, max_length=64)]
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)]
@@ -177,7 +185,9 @@ async def _waited(
     return JSONResponse(values, headers=_locations(thread, run, "join"))
 
 
-@router.post("/threads/{thread_id}/runs/stream", response_class=StreamingResponse)
+@router.post(
+    "/threads/{thread_id}/runs/stream", response_class=StreamingResponse, responses=_STREAMS
+)
 async def stream_run(
     thread_id: ThreadId, body: RunCreate, turn: TurnDep, threads: ThreadsDep
 ) -> StreamingResponse:
@@ -185,7 +195,7 @@ async def stream_run(
     return await _streamed(turn, threads, thread_id, body)
 
 
-@router.post("/threads/{thread_id}/runs")
+@router.post("/threads/{thread_id}/runs", responses=_STARTS)
 async def create_run(
     thread_id: ThreadId, body: RunCreate, turn: TurnDep, threads: ThreadsDep
 ) -> JSONResponse:
@@ -193,7 +203,7 @@ async def create_run(
     return await _created(turn, threads, thread_id, body)
 
 
-@router.post("/threads/{thread_id}/runs/wait")
+@router.post("/threads/{thread_id}/runs/wait", responses=_STARTS)
 async def wait_run(
     thread_id: ThreadId, body: RunCreate, turn: TurnDep, threads: ThreadsDep
 ) -> JSONResponse:
@@ -201,7 +211,7 @@ async def wait_run(
     return await _waited(turn, threads, thread_id, body)
 
 
-@router.post("/runs/stream", response_class=StreamingResponse)
+@router.post("/runs/stream", response_class=StreamingResponse, responses=_STREAMS)
 async def stream_stateless_run(
     body: RunCreate, turn: TurnDep, threads: ThreadsDep
 ) -> StreamingResponse:
@@ -209,23 +219,23 @@ async def stream_stateless_run(
     return await _streamed(turn, threads, None, body)
 
 
-@router.post("/runs/wait")
+@router.post("/runs/wait", responses=_STARTS)
 async def wait_stateless_run(body: RunCreate, turn: TurnDep, threads: ThreadsDep) -> JSONResponse:
     return await _waited(turn, threads, None, body)
 
 
-@router.post("/runs")
+@router.post("/runs", responses=_STARTS)
 async def create_stateless_run(body: RunCreate, turn: TurnDep, threads: ThreadsDep) -> JSONResponse:
     return await _created(turn, threads, None, body)
 
 
-@router.get("/threads/{thread_id}/runs")
+@router.get("/threads/{thread_id}/runs", responses=error_responses("thread_not_found"))
 async def list_runs(
     thread_id: ThreadId,
     user: UserDep,
     runs: RunsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INTEGER)] = 0,
     status: Annotated[str | None, Query(max_length=20)] = None,
 ) -> list[dict[str, Any]]:
     """The thread's runs, newest first."""
@@ -237,14 +247,14 @@ async def list_runs(
     return [lg.run(r) for r in found]
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}")
+@router.get("/threads/{thread_id}/runs/{run_id}", responses=_RUN)
 async def get_run(
     thread_id: ThreadId, run_id: RunId, user: UserDep, runs: RunsDep
 ) -> dict[str, Any]:
     return lg.run(await runs.get(user, thread_id, run_id))
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}/join")
+@router.get("/threads/{thread_id}/runs/{run_id}/join", responses=_JOIN)
 async def join_run(
     thread_id: ThreadId, run_id: RunId, turn: TurnDep, threads: ThreadsDep
 ) -> dict[str, Any]:
@@ -262,7 +272,11 @@ async def _ended(turn: Turn, thread_id: str, run_id: str) -> RunEnded:
     return ended
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}/stream", response_class=StreamingResponse)
+@router.get(
+    "/threads/{thread_id}/runs/{run_id}/stream",
+    response_class=StreamingResponse,
+    responses={**SSE_RESPONSE, **_JOIN},
+)
 async def join_run_stream(
     thread_id: ThreadId,
     run_id: RunId,
@@ -297,7 +311,14 @@ async def join_run_stream(
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
 
-@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
+@router.post(
+    "/threads/{thread_id}/runs/{run_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        204: {"description": "with wait=1: the run has stopped"},
+        **error_responses("run_not_found", "no_active_run", "shutting_down"),
+    },
+)
 async def cancel_run(
     thread_id: ThreadId,
     run_id: RunId,

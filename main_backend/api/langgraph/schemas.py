@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from main_backend.api.schemas import Metadata, Text
 from main_backend.errors import InvalidRequest
+from main_backend.values import MAX_INTEGER
 
 
 class _Body(BaseModel):
@@ -29,7 +30,7 @@ class AssistantSearch(_Body):
     name: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_INTEGER)
 
 
 class ThreadCreate(_Body):
@@ -46,7 +47,7 @@ class ThreadSearch(_Body):
     metadata: dict[str, Any] = Field(default_factory=dict)
     status: Literal["idle", "busy", "interrupted", "error"] | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_INTEGER)
     sort_by: Literal["thread_id", "created_at", "updated_at"] = "updated_at"
     sort_order: Literal["asc", "desc"] = "desc"
 
@@ -73,7 +74,7 @@ class RunCreate(_Body):
     interrupt_before: str | list[str] | None = None
     interrupt_after: str | list[str] | None = None
     webhook: str | None = None
-    after_seconds: float | None = None
+    after_seconds: float | None = Field(default=None, ge=0)
     multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "reject"
     if_not_exists: Literal["create", "reject"] = "reject"
     on_disconnect: Literal["continue", "cancel"] = "continue"

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Response, status
 
 from main_backend.api.deps import RequestIdDep, ThreadsDep, UserDep
+from main_backend.api.errors import error_responses
 from main_backend.api.langgraph import messages as lg
 from main_backend.api.langgraph.routing import LangGraphRoute
 from main_backend.api.langgraph.schemas import (
@@ -23,10 +24,12 @@ from main_backend.events.fold import MessageState, ThreadState
 
 router = APIRouter(prefix="/threads", route_class=LangGraphRoute)
 
+_MISSING = error_responses("thread_not_found")
+_AT = error_responses("thread_not_found", "message_not_found")
 ThreadId = Annotated[Text, Path(min_length=1, max_length=64)]
 
 
-@router.post("")
+@router.post("", responses=error_responses("thread_exists"))
 async def create_thread(
     user: UserDep,
     threads: ThreadsDep,
@@ -58,13 +61,13 @@ async def search_threads(
     return [lg.thread(t, None) for t in found]
 
 
-@router.get("/{thread_id}")
+@router.get("/{thread_id}", responses=_MISSING)
 async def get_thread(thread_id: ThreadId, user: UserDep, threads: ThreadsDep) -> dict[str, Any]:
     thread, path = await threads.path(user, thread_id)
     return lg.thread(thread, path)
 
 
-@router.patch("/{thread_id}")
+@router.patch("/{thread_id}", responses=_MISSING)
 async def patch_thread(
     thread_id: ThreadId,
     body: ThreadPatch,
@@ -79,7 +82,7 @@ async def patch_thread(
     return lg.thread(thread, None)
 
 
-@router.delete("/{thread_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{thread_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_MISSING)
 async def delete_thread(
     thread_id: ThreadId, user: UserDep, threads: ThreadsDep, request_id: RequestIdDep
 ) -> Response:
@@ -87,14 +90,14 @@ async def delete_thread(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{thread_id}/state")
+@router.get("/{thread_id}/state", responses=_MISSING)
 async def get_state(thread_id: ThreadId, user: UserDep, threads: ThreadsDep) -> dict[str, Any]:
     """The thread's current state: its active path."""
     thread, path = await threads.path(user, thread_id)
     return lg.state(thread, path)
 
 
-@router.get("/{thread_id}/state/{checkpoint_id}")
+@router.get("/{thread_id}/state/{checkpoint_id}", responses=_AT)
 async def get_state_at(
     thread_id: ThreadId,
     checkpoint_id: Annotated[Text, Path(min_length=1, max_length=64)],
@@ -106,7 +109,7 @@ async def get_state_at(
     return lg.state(thread, path)
 
 
-@router.post("/{thread_id}/state/checkpoint")
+@router.post("/{thread_id}/state/checkpoint", responses=_AT)
 async def post_state_at(
     thread_id: ThreadId,
     user: UserDep,
@@ -117,7 +120,7 @@ async def post_state_at(
     return lg.state(thread, path)
 
 
-@router.post("/{thread_id}/history")
+@router.post("/{thread_id}/history", responses=_AT)
 async def get_history(
     thread_id: ThreadId,
     user: UserDep,

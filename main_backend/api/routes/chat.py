@@ -65,7 +65,7 @@ IdempotencyKey = Annotated[
     Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
 ]
 
-_ERRORS = error_responses(
+START_ERRORS = error_responses(
     "thread_not_found",
     "thread_busy",
     "version_conflict",
@@ -80,7 +80,7 @@ _ERRORS = error_responses(
     "database_unavailable",
     "shutting_down",
 )
-_SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 _BACKGROUND: dict[int | str, dict[str, Any]] = {
     202: {"model": RunAccepted, "description": "background: the run is accepted"}
 }
@@ -186,7 +186,9 @@ async def start_turn(
     )
 
 
-@router.post("/chat/", response_model=ChatResponse, responses={**_SSE, **_BACKGROUND, **_ERRORS})
+@router.post(
+    "/chat/", response_model=ChatResponse, responses={**SSE_RESPONSE, **_BACKGROUND, **START_ERRORS}
+)
 async def chat_turn(
     body: ChatBody, turn: TurnDep
 ) -> ChatResponse | JSONResponse | StreamingResponse:
@@ -195,7 +197,9 @@ async def chat_turn(
     return await _answer(turn, body, None)
 
 
-@router.post("/chat/stream", response_class=StreamingResponse, responses={**_SSE, **_ERRORS})
+@router.post(
+    "/chat/stream", response_class=StreamingResponse, responses={**SSE_RESPONSE, **START_ERRORS}
+)
 async def chat_stream(body: ChatBody, turn: TurnDep) -> StreamingResponse:
     """SSE: (`run.queued`), `run.started`, `delta`s, then one of `run.completed`,
     `run.failed`, `run.cancelled` (none when this replica shuts down meanwhile: resume
@@ -205,7 +209,12 @@ async def chat_stream(body: ChatBody, turn: TurnDep) -> StreamingResponse:
 
 
 Id = Annotated[Text, Path(min_length=1, max_length=64)]
-_REBRANCH_ERRORS = {**_SSE, **_BACKGROUND, **_ERRORS, **error_responses("message_not_found")}
+_REBRANCH_ERRORS = {
+    **SSE_RESPONSE,
+    **_BACKGROUND,
+    **START_ERRORS,
+    **error_responses("message_not_found"),
+}
 
 
 @router.post(

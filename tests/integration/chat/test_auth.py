@@ -61,9 +61,17 @@ def test_every_thread_route_hides_other_users_threads(
     before = event_count(database_url)
     bodies: dict[str, dict[str, str]] = {"PATCH": {"title": "stolen"}, "POST": {}}
     # Routes whose body must name something, so only the thread can be what is refused.
-    valid = {
+    lg_run = {"assistant_id": "chat", "input": {"messages": [{"type": "human", "content": "x"}]}}
+    valid: dict[str, dict[str, Any]] = {
         "/threads/{thread_id}/checkout": {"message_id": answered["message"]["id"]},
         "/threads/{thread_id}/messages/{message_id}/edit": {"content": "stolen"},
+        "/langgraph/threads/{thread_id}": {"metadata": {"stolen": True}},
+        "/langgraph/threads/{thread_id}/runs": lg_run,
+        "/langgraph/threads/{thread_id}/runs/stream": lg_run,
+        "/langgraph/threads/{thread_id}/runs/wait": lg_run,
+        "/langgraph/threads/{thread_id}/state/checkpoint": {
+            "checkpoint": {"checkpoint_id": answered["message"]["id"]}
+        },
     }
     for method, path in routes:
         body = valid.get(path, bodies.get(method))
@@ -71,6 +79,7 @@ def test_every_thread_route_hides_other_users_threads(
         # thread either.
         path = path.replace("{run_id}", alices_run)
         path = path.replace("{message_id}", answered["message"]["parent_id"])
+        path = path.replace("{checkpoint_id}", answered["message"]["id"])
         url = path.replace("{thread_id}", alices)
         response = backend.request(method, url, json=body, headers=auth("bob"))
         assert response.status_code == 404, (method, path, response.text)
@@ -86,6 +95,8 @@ def test_every_thread_route_hides_other_users_threads(
                 "message": missing.json()["error"]["message"],
                 "request_id": missing.json()["error"]["request_id"],
             },
+            # The LangGraph routes' `detail` is the message.
+            **({"detail": missing.json()["detail"]} if "detail" in response.json() else {}),
         }
     for path in ("/chat/", "/chat/stream"):
         response = backend.post(path, json=ask("hi", thread_id=alices), headers=auth("bob"))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
+import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.chat.conftest import ask
@@ -48,14 +51,79 @@ def event_bytes(database_url: str, thread_id: str, from_version: int, to_version
     return sum(stored_size(value) for row in rows for value in row)
 
 
+def _lg_ask(content: str) -> dict[str, Any]:
+    return {"assistant_id": "chat", "input": {"messages": [{"type": "human", "content": content}]}}
+
+
+def _run_of(response: httpx.Response) -> tuple[str, str]:
+    """The thread and run a LangGraph route names in its `Content-Location`."""
+    _, thread_id, _, run_id = response.headers["Content-Location"].strip("/").split("/")
+    return thread_id, run_id
+
+
+class _Turns:
+    """One turn through the native API or the LangGraph one (the same runs either way)."""
+
+    def __init__(self, backend: httpx.Client, api: str) -> None:
+        self.backend = backend
+        self.api = api
+
+    def first(self, content: str) -> tuple[str, str]:
+        if self.api == "native":
+            body = self.backend.post("/chat/", json=ask(content)).json()
+            return body["thread_id"], body["run_id"]
+        response = self.backend.post("/langgraph/runs/wait", json=_lg_ask(content))
+        assert response.status_code == 200, response.text
+        return _run_of(response)
+
+    def answered(self, content: str, thread_id: str) -> str:
+        if self.api == "native":
+            response = self.backend.post("/chat/", json=ask(content, thread_id=thread_id))
+            assert response.status_code == 200
+            return str(response.json()["run_id"])
+        response = self.backend.post(
+            f"/langgraph/threads/{thread_id}/runs/wait", json=_lg_ask(content)
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["messages"][-1]["content"] == "An answer of fixed size."
+        return _run_of(response)[1]
+
+    def streamed(self, content: str, thread_id: str) -> Iterator[str]:
+        """Yields once the answer has begun, then the run's id once it has ended."""
+        if self.api == "native":
+            path, body = "/chat/stream", ask(content, thread_id=thread_id)
+            first_piece, last = "event: delta", "run.completed"
+        else:
+            path = f"/langgraph/threads/{thread_id}/runs/stream"
+            body = {**_lg_ask(content), "stream_mode": ["messages-tuple", "values"]}
+            first_piece, last = "event: messages", "values"
+        with self.backend.stream("POST", path, json=body) as s:
+            lines = s.iter_lines()
+            seen = []
+            for line in lines:
+                seen.append(line)
+                if line == first_piece:
+                    break
+            yield ""
+            seen.extend(lines)
+        events = parse_sse("\n".join(seen))
+        assert events[-1].event == last
+        if self.api == "native":
+            yield events[0].data["run_id"]
+        else:
+            assert events[0].event == "metadata"
+            yield events[0].data["run_id"]
+
+
+@pytest.mark.parametrize("api", ["native", "langgraph"])
 def test_checkpoints_stay_bounded_and_turns_cost_the_same_at_200_as_at_10(
-    backend: httpx.Client, upstream: FakeOpenAI, database_url: str
+    backend: httpx.Client, upstream: FakeOpenAI, database_url: str, api: str
 ) -> None:
+    turns = _Turns(backend, api)
     fast = {"content": "An answer of fixed size.", "usage": USAGE}
     upstream.script(fast)
-    first = backend.post("/chat/", json=ask("Question number 000")).json()
-    thread_id = first["thread_id"]
-    at_rest = {1: settled(database_url, thread_id, first["run_id"])}
+    thread_id, first_run = turns.first("Question number 000")
+    at_rest = {1: settled(database_url, thread_id, first_run)}
     in_flight: dict[int, int] = {}
     per_turn_events: dict[int, int] = {}
     for n in range(2, TURNS + 1):
@@ -64,27 +132,13 @@ def test_checkpoints_stay_bounded_and_turns_cost_the_same_at_200_as_at_10(
             upstream.script(
                 {"chunks": ["An answer ", "of fixed ", "size."], "chunk_delay": 1.5, "usage": USAGE}
             )
-            with backend.stream(
-                "POST", "/chat/stream", json=ask(f"Question number {n:03d}", thread_id=thread_id)
-            ) as s:
-                lines = s.iter_lines()
-                seen = []
-                for line in lines:
-                    seen.append(line)
-                    if line == "event: delta":
-                        break
-                in_flight[n] = checkpoint_bytes(database_url, thread_id)
-                seen.extend(lines)
-            events = parse_sse("\n".join(seen))
-            assert events[-1].event == "run.completed"
-            run_id = events[0].data["run_id"]
+            steps = turns.streamed(f"Question number {n:03d}", thread_id)
+            next(steps)
+            in_flight[n] = checkpoint_bytes(database_url, thread_id)
+            run_id = next(steps)
         else:
             upstream.script(fast)
-            response = backend.post(
-                "/chat/", json=ask(f"Question number {n:03d}", thread_id=thread_id)
-            )
-            assert response.status_code == 200
-            run_id = response.json()["run_id"]
+            run_id = turns.answered(f"Question number {n:03d}", thread_id)
         version = 4 * n + 1
         per_turn_events[n] = event_bytes(database_url, thread_id, version - 3, version)
         at_rest[n] = settled(database_url, thread_id, run_id)
