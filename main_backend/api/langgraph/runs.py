@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from functools import partial
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -157,6 +158,9 @@ async def _streamed(
     thread, run, attempt = started_run(started)
     framing = LangGraphFraming(threads.store, thread, run, attempt, modes, from_start=True)
     headers = _locations(thread, run, "stream")
+    # The run's modes are not stored, and the JS SDK reconnects a cut-off stream to this
+    # Location without stream_mode (it keeps a query given here): name them in it.
+    headers["Location"] += "?" + urlencode([("stream_mode", m) for m in sorted(modes)])
     return await stream_response(turn, started, body.on_disconnect, framing, headers)
 
 
