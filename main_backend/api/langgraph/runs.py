@@ -19,9 +19,9 @@ from main_backend.api.langgraph.assistants import check_assistant
 from main_backend.api.langgraph.routing import LangGraphRoute
 from main_backend.api.langgraph.schemas import RunCreate
 from main_backend.api.langgraph.stream import (
-    FROM_START,
     JOIN_MODES,
     LangGraphFraming,
+    resume_point,
     stream_modes,
 )
 from main_backend.api.routes.chat import (
@@ -289,14 +289,21 @@ async def join_run_stream(
     """Join the run's stream: from the start (no `Last-Event-ID`, or `-1`), or right
     after the event with that id."""
     modes = stream_modes(stream_mode) if stream_mode else JOIN_MODES
-    from_start = last_event_id in (None, "", FROM_START)
+    after, skip, from_start = resume_point(last_event_id)
     streams, shutdown = turn.streams, turn.shutdown
-    events = await streams.open(turn.user, thread_id, run_id, None if from_start else last_event_id)
+    events = await streams.open(turn.user, thread_id, run_id, after)
     if shutdown.streams_ended.is_set():  # it would end at once: 503, to resume elsewhere
         shutdown.refuse_new_runs()
     attempt = await streams.progress.attempt(run_id)
     framing = LangGraphFraming(
-        threads.store, thread_id, run_id, attempt, modes, from_start=from_start
+        threads.store,
+        thread_id,
+        run_id,
+        attempt,
+        modes,
+        from_start=from_start,
+        after=after,
+        skip=skip,
     )
     left = partial(turn.chat.cancel_soon, turn.user, thread_id, run_id)
     body = sse_body(
