@@ -19,9 +19,9 @@ from main_backend.api.langgraph.assistants import check_assistant
 from main_backend.api.langgraph.routing import LangGraphRoute
 from main_backend.api.langgraph.schemas import RunCreate
 from main_backend.api.langgraph.stream import (
-    FROM_START,
     JOIN_MODES,
     LangGraphFraming,
+    resume_point,
     stream_modes,
 )
 from main_backend.api.routes.chat import (
@@ -58,16 +58,11 @@ LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)
 _FIELDS = {"messages": "input.messages", "thread_id": "thread_id", "if_busy": "multitask_strategy"}
 
 
-def _locations(
-    thread_id: str, run_id: str, then: str, modes: frozenset[str] = frozenset()
-) -> dict[str, str]:
+def _locations(thread_id: str, run_id: str, then: str) -> dict[str, str]:
     """The run (`Content-Location`: the SDKs read the run's id from it) and where to go
-    next (`Location`: where a cut-off client reconnects), relative to the API's root.
-    A stream's `Location` names its modes: the SDKs reconnect to it as it is (no query
-    of their own), and the run's modes are not stored."""
+    next (`Location`: where a cut-off client reconnects), relative to the API's root."""
     run = f"/threads/{thread_id}/runs/{run_id}"
-    query = urlencode([("stream_mode", mode) for mode in sorted(modes)])
-    return {"Content-Location": run, "Location": f"{run}/{then}" + (f"?{query}" if query else "")}
+    return {"Content-Location": run, "Location": f"{run}/{then}"}
 
 
 async def _start(
@@ -162,7 +157,10 @@ async def _streamed(
     started = await _start(turn, threads, thread_id, body, streamed=True)
     thread, run, attempt = started_run(started)
     framing = LangGraphFraming(threads.store, thread, run, attempt, modes, from_start=True)
-    headers = _locations(thread, run, "stream", modes)
+    headers = _locations(thread, run, "stream")
+    # The run's modes are not stored, and the JS SDK reconnects a cut-off stream to this
+    # Location without stream_mode (it keeps a query given here): name them in it.
+    headers["Location"] += "?" + urlencode([("stream_mode", m) for m in sorted(modes)])
     return await stream_response(turn, started, body.on_disconnect, framing, headers)
 
 
@@ -293,14 +291,21 @@ async def join_run_stream(
     # The Python SDK's join_stream sends `stream_mode=` (empty) when given no mode.
     asked = [mode for mode in stream_mode or [] if mode]
     modes = stream_modes(asked) if asked else JOIN_MODES
-    from_start = last_event_id in (None, "", FROM_START)
+    after, skip, from_start = resume_point(last_event_id)
     streams, shutdown = turn.streams, turn.shutdown
-    events = await streams.open(turn.user, thread_id, run_id, None if from_start else last_event_id)
+    events = await streams.open(turn.user, thread_id, run_id, after)
     if shutdown.streams_ended.is_set():  # it would end at once: 503, to resume elsewhere
         shutdown.refuse_new_runs()
     attempt = await streams.progress.attempt(run_id)
     framing = LangGraphFraming(
-        threads.store, thread_id, run_id, attempt, modes, from_start=from_start
+        threads.store,
+        thread_id,
+        run_id,
+        attempt,
+        modes,
+        from_start=from_start,
+        after=after,
+        skip=skip,
     )
     left = partial(turn.chat.cancel_soon, turn.user, thread_id, run_id)
     body = sse_body(
@@ -311,7 +316,9 @@ async def join_run_stream(
         on_disconnect=left if cancel_on_disconnect else None,
         framing=framing,
     )
-    headers = {**SSE_HEADERS, **_locations(thread_id, run_id, "stream", modes)}
+    headers = {**SSE_HEADERS, **_locations(thread_id, run_id, "stream")}
+    # The SDKs reconnect a cut-off join to this Location without stream_mode: name them.
+    headers["Location"] += "?" + urlencode([("stream_mode", m) for m in sorted(modes)])
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
 

@@ -4,12 +4,16 @@ piece of the answer as `[chunk, metadata]`) and `updates` (the chat node's answe
 failed run's `error`.
 
 The events come from the native stream (conversation/streams.py), so a LangGraph client
-resumes like a native one: each native event's id goes on the last SSE event made from
-it, and a rejoin with `Last-Event-ID` continues right after it, on any replica.
+resumes like a native one, on any replica: the last SSE event made from a native event
+carries that event's id; one made before it (a run's end makes `updates` then `values`)
+carries `<previous native id>|<index>`, "after that native event, and this many of the
+next one's" (`resume_point`). Either way a rejoin with `Last-Event-ID` continues right
+after the event it names: nothing lost, nothing repeated.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
@@ -38,6 +42,20 @@ _UNSUPPORTED = {
 JOIN_MODES: frozenset[str] = frozenset({"values", "messages-tuple"})
 # The JS client's Last-Event-ID for "from the start".
 FROM_START = "-1"
+_PART = re.compile(r"(.{0,40})\|([0-9]{1,2})")
+
+
+def resume_point(last_event_id: str | None) -> tuple[str | None, int, bool]:
+    """Where a client that saw `last_event_id` resumes: after that native event id
+    (None: before the first), skipping how many SSE events of the next one, and whether
+    it is the stream's start (it gets `metadata` then)."""
+    if last_event_id in (None, "", FROM_START):
+        return None, 0, True
+    assert last_event_id is not None
+    part = _PART.fullmatch(last_event_id)
+    if part is None:
+        return last_event_id, 0, False  # a native id: the native stream judges it
+    return part[1] or None, int(part[2]) + 1, False
 
 
 def stream_modes(given: str | Sequence[str] | None, field: str = "stream_mode") -> frozenset[str]:
@@ -64,6 +82,8 @@ class LangGraphFraming(Framing):
         modes: frozenset[str],
         *,
         from_start: bool,
+        after: str | None = None,
+        skip: int = 0,
     ) -> None:
         self.store = store
         self.thread_id = thread_id
@@ -71,6 +91,10 @@ class LangGraphFraming(Framing):
         self.attempt = attempt
         self.modes = modes
         self.from_start = from_start
+        # The native id of the last event framed, and SSE events of the next to skip
+        # (`resume_point`).
+        self._after = after
+        self._skip = skip
         self._path: list[MessageState] | None = None
         self._chunk_metadata = {
             **lg.GRAPH_METADATA,
@@ -90,12 +114,10 @@ class LangGraphFraming(Framing):
 
     async def frames(self, sent: Sent) -> list[bytes]:
         made = await self._events(sent)
-        # The id on the last: a client cut off between them gets them all again.
         last = len(made) - 1
-        return [
-            sse_event(name, data, sent.id if i == last else None)
-            for i, (name, data) in enumerate(made)
-        ]
+        ids = [f"{self._after or ''}|{i}" for i in range(last)] + [sent.id]
+        skip, self._skip, self._after = self._skip, 0, sent.id
+        return [sse_event(name, data, ids[i]) for i, (name, data) in enumerate(made) if i >= skip]
 
     def unended(self, error: dict[str, Any]) -> bytes:
         return sse_event("error", {"error": error["code"], "message": error["message"]})
