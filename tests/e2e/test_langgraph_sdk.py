@@ -688,13 +688,24 @@ async def test_a_background_run_rejoined_after_a_drop_loses_and_repeats_nothing(
 
 
 @pytest.mark.parametrize(
-    "modes", [STREAM_MODES, ["messages-tuple", "updates"]], ids=["values", "updates"]
+    ("how", "modes"),
+    [
+        ("stream", STREAM_MODES),
+        ("stream", ["messages-tuple", "updates"]),
+        ("join", ["messages-tuple", "updates"]),
+    ],
+    ids=["stream-values", "stream-updates", "join-updates"],
 )
 async def test_the_sdk_resumes_a_cut_stream_by_itself_in_the_modes_asked(
-    lg: LangGraphClient, backend: ServiceProcess, upstream: FakeUpstream, modes: list[Any]
+    lg: LangGraphClient,
+    backend: ServiceProcess,
+    upstream: FakeUpstream,
+    how: str,
+    modes: list[Any],
 ) -> None:
-    """The connection of `runs.stream` is reset mid-answer: the SDK reconnects by itself
-    (to `Location`, with `Last-Event-ID`) and the stream goes on as asked for."""
+    """The connection of `runs.stream` (or `runs.join_stream`) is reset mid-answer: the
+    SDK reconnects by itself (to `Location`, with `Last-Event-ID`) and the stream goes on
+    as asked for."""
     text = slow_answer(upstream, pieces=40, delay=0.05)  # two seconds
     thread_id = await new_thread(lg)
     parts: list[StreamPart] = []
@@ -702,7 +713,11 @@ async def test_the_sdk_resumes_a_cut_stream_by_itself_in_the_modes_asked(
     with tcp_proxy("127.0.0.1", backend.port) as proxy:
         url = f"http://127.0.0.1:{proxy.port}/langgraph"
         async with get_client(url=url, api_key=None, timeout=SDK_TIMEOUT) as cut:
-            stream = cut.runs.stream(thread_id, CHAT, input=said("Cut me"), stream_mode=modes)
+            if how == "stream":
+                stream = cut.runs.stream(thread_id, CHAT, input=said("Cut me"), stream_mode=modes)
+            else:
+                run = await cut.runs.create(thread_id, CHAT, input=said("Cut me"))
+                stream = cut.runs.join_stream(thread_id, run["run_id"], stream_mode=modes)
             async for part in stream:
                 parts.append(part)
                 if len(chunks(parts)) == 3 and cut_after is None:
@@ -712,7 +727,7 @@ async def test_the_sdk_resumes_a_cut_stream_by_itself_in_the_modes_asked(
     assert cut_after is not None and cut_after < len(parts)
     run_id = parts[0].data["run_id"]
     reconnects = backend.output().count(f"GET /langgraph/threads/{thread_id}/runs/{run_id}/stream")
-    assert reconnects >= 1, "the SDK did not reconnect"
+    assert reconnects >= (1 if how == "stream" else 2), "the SDK did not reconnect"
     assert chunk_text(parts) == text
     chunk_ids = [p.id for p in parts if p.event == "messages"]
     assert None not in chunk_ids and len(set(chunk_ids)) == len(chunk_ids), chunk_ids
