@@ -132,7 +132,7 @@ class ChatService:
     async def _enqueue(self, plan: QueuePlan) -> Accepted:
         """Queue the run (its input waits in `run.queued`, out of the history), then ask
         the active run to stop for interrupt and rollback."""
-        await self.store.append(plan.thread_id, [plan.event], plan.expected_version)
+        await self.store.append(plan.thread_id, [*plan.head, plan.event], plan.expected_version)
         if plan.stop_run_id is not None and plan.stop_reason is not None:
             await self._stop(plan.thread_id, plan.stop_run_id, plan.stop_reason)
         # The thread may be idle with its queue waiting (its owner was at the cap).

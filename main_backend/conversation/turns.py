@@ -36,6 +36,7 @@ from main_backend.events.types import (
     RUN_QUEUED,
     RUN_STARTED,
     THREAD_CREATED,
+    THREAD_UPDATED,
     CancelledBy,
     MessageRole,
     NewEvent,
@@ -94,6 +95,11 @@ class ChatCommand:
     request_id: str | None = None
     if_busy: IfBusy = "reject"
     rebranch: Rebranch | None = None
+    # Metadata the thread must hold once the run is accepted, merged into the thread's
+    # in the run's own append (the LangGraph API marks the threads its graph runs on).
+    thread_metadata: dict[str, Any] | None = None
+    # A `thread_id` that names no thread creates it, with that id (in the run's append).
+    create_thread: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +141,8 @@ class QueuePlan:
     event: NewEvent
     stop_run_id: str | None = None
     stop_reason: CancelledBy | None = None
+    # Appended before `event`, in the same append (`ChatCommand.thread_metadata`).
+    head: list[NewEvent] = field(default_factory=list)
 
 
 def new_run_id() -> str:
@@ -153,11 +161,12 @@ async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> Tur
     """The run's events if it can start now, else (its thread busy) its place in the
     queue, or why it can do neither."""
     metadata = {"request_id": command.request_id, "user": command.user}
-    if command.thread_id is None:
+    creates = command.create_thread and await store.get_thread(command.thread_id or "") is None
+    if command.thread_id is None or creates:
         if not command.messages:
             raise InvalidRequest("a new thread needs at least one message", "messages")
         _require_user_last(command)
-        thread_id = str(uuid.uuid4())
+        thread_id = command.thread_id or str(uuid.uuid4())
         expected_version = 0
         head = [
             new_event(
@@ -165,7 +174,7 @@ async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> Tur
                 {
                     "owner": command.user,
                     "title": None,
-                    "metadata": command.metadata or {},
+                    "metadata": {**(command.metadata or {}), **(command.thread_metadata or {})},
                     "forked_from": None,
                     "system_prompt": command.system_prompt,
                 },
@@ -182,15 +191,16 @@ async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> Tur
         if command.expected_version is not None and command.expected_version != thread.version:
             raise VersionConflict(thread.thread_id, command.expected_version, thread.version)
         under = await _rebranch_parent(store, thread, command.rebranch)
+        head = _metadata_update(thread, command.thread_metadata, metadata)
         if thread.active_run_id is not None or thread.queued_run_ids:
             if command.if_busy == "reject":
                 raise ThreadBusy(thread.thread_id, thread.active_run_id)
-            return _queue_plan(thread, command, run_id, metadata, under)
+            return _queue_plan(thread, command, run_id, metadata, under, head)
         if command.messages:
             _require_user_last(command)
         elif under is None:
             await _require_unanswered_question(store, thread)
-        thread_id, expected_version, head = thread.thread_id, thread.version, []
+        thread_id, expected_version = thread.thread_id, thread.version
         parent_id = thread.head_id if under is None else under.parent_id
     params = {"temperature": command.temperature, "max_tokens": command.max_tokens}
     return _start_plan(
@@ -331,12 +341,22 @@ def _start_plan(
     return TurnPlan(thread_id, run_id, expected_version, [*head, *messages, started], model, params)
 
 
+def _metadata_update(
+    thread: ThreadState, wanted: dict[str, Any] | None, metadata: dict[str, Any]
+) -> list[NewEvent]:
+    """The `thread.updated` that gives the thread `wanted`'s keys, if it lacks any."""
+    if not wanted or all(thread.metadata.get(k) == v for k, v in wanted.items()):
+        return []
+    return [new_event(THREAD_UPDATED, {"metadata": {**thread.metadata, **wanted}}, metadata)]
+
+
 def _queue_plan(
     thread: ThreadState,
     command: ChatCommand,
     run_id: str,
     metadata: dict[str, Any],
     under: Under | None,
+    head: list[NewEvent],
 ) -> QueuePlan:
     if under is None:
         if not command.messages:
@@ -365,6 +385,7 @@ def _queue_plan(
         event,
         thread.active_run_id if reason is not None else None,
         reason,
+        head,
     )
 
 

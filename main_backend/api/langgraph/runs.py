@@ -41,7 +41,7 @@ from main_backend.api.streaming import sse_body
 from main_backend.conversation.graph import RunEnded
 from main_backend.conversation.runs import answered_path, owned_run
 from main_backend.conversation.threads import ThreadService
-from main_backend.errors import InvalidRequest, ThreadExists
+from main_backend.errors import InvalidRequest
 from main_backend.values import MAX_INTEGER
 from stubichat_common.sse import SSE_HEADERS
 
@@ -76,14 +76,13 @@ async def _start(
 ) -> Started:
     check_assistant(body.assistant_id)
     body.refuse_unsupported()
+    stream_modes(body.stream_mode)  # refused alike whether this request streams or not
     if body.input is None:
         raise InvalidRequest("a run of the chat graph needs input: {messages: [...]}", "input")
     unknown = sorted(set(body.input) - {"messages"})
     if unknown:
         raise InvalidRequest(f"the chat graph's input has only messages (not {unknown})", "input")
     messages = lg.chat_messages(body.input.get("messages"))
-    if thread_id is not None:
-        await _prepare_thread(turn, threads, thread_id, body)
     fields: dict[str, Any] = {
         "thread_id": thread_id,
         "messages": messages,
@@ -93,8 +92,6 @@ async def _start(
         "background": background,
         "stream": streamed,
     }
-    if thread_id is None:
-        fields["metadata"] = lg.GRAPH_METADATA
     try:
         # As JSON, so the native body's checks judge it exactly as they judge /chat/'s.
         chat_body = ChatRequest.model_validate_json(json.dumps(fields))
@@ -103,29 +100,32 @@ async def _start(
         where = [str(part) for part in error["loc"]]
         head = _FIELDS.get(where[0], f"context.{where[0]}") if where else "body"
         raise InvalidRequest(error["msg"], ".".join([head, *where[1:]])) from None
-    return await start_turn(turn, chat_body, None, streamed)
+    await _check_checkpoint(threads, turn.user, thread_id, body)
+    # The thread is marked as the chat graph's (LangGraph's UIs list threads by
+    # `graph_id`), or created, in the run's own append: a refused run writes nothing.
+    return await start_turn(
+        turn,
+        chat_body,
+        None,
+        streamed,
+        thread_metadata=lg.GRAPH_METADATA,
+        create_thread=body.if_not_exists == "create",
+    )
 
 
-async def _prepare_thread(
-    turn: Turn, threads: ThreadService, thread_id: str, body: RunCreate
+async def _check_checkpoint(
+    threads: ThreadService, user: str, thread_id: str | None, body: RunCreate
 ) -> None:
-    """Create the thread if asked to; mark it as the chat graph's (LangGraph's UIs list
-    threads by `graph_id`); check the checkpoint the client starts from."""
-    if body.if_not_exists == "create":
-        try:
-            thread = await threads.create(
-                turn.user, None, dict(lg.GRAPH_METADATA), turn.request_id, thread_id
-            )
-        except ThreadExists:
-            thread = await threads.get(turn.user, thread_id)
-    else:
-        thread = await threads.get(turn.user, thread_id)
-    if any(thread.metadata.get(k) != v for k, v in lg.GRAPH_METADATA.items()):
-        metadata = {**thread.metadata, **lg.GRAPH_METADATA}
-        await threads.update(turn.user, thread_id, {"metadata": metadata}, turn.request_id)
-    asked = body.checkpoint_id or (body.checkpoint.checkpoint_id if body.checkpoint else None)
-    head = thread.head_id or lg.empty_checkpoint_id(thread_id)
-    if asked is not None and asked != head:
+    """A run starts from the thread's current state: a checkpoint the client names (its
+    head) must be that one."""
+    asked = body.asked_checkpoint()
+    if asked is None:
+        return
+    thread = None if thread_id is None else await threads.store.get_thread(thread_id, user)
+    current = lg.empty_checkpoint_id(thread_id or "")
+    if thread is not None and thread.head_id is not None:
+        current = thread.head_id
+    if asked != current or thread_id is None:
         raise InvalidRequest(
             "a run starts from the thread's current state; branching from an earlier "
             "checkpoint is not supported yet (use the native edit and regenerate routes)",

@@ -96,6 +96,10 @@ class RunCreate(_Body):
             if value:
                 raise InvalidRequest(reason, field)
 
+    def asked_checkpoint(self) -> str | None:
+        """The checkpoint the client starts the run from, if it names one."""
+        return self.checkpoint_id or (self.checkpoint.checkpoint_id if self.checkpoint else None)
+
     def knobs(self) -> dict[str, Any]:
         """The answer's parameters given in `context` or `config.configurable`: model,
         temperature, max_tokens, system_prompt (context wins)."""

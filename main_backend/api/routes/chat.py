@@ -163,10 +163,16 @@ TurnDep = Annotated[Turn, Depends(_turn)]
 
 
 async def start_turn(
-    turn: Turn, body: ChatRequest, rebranch: Rebranch | None, streamed: bool
+    turn: Turn,
+    body: ChatRequest,
+    rebranch: Rebranch | None,
+    streamed: bool,
+    *,
+    thread_metadata: dict[str, Any] | None = None,
+    create_thread: bool = False,
 ) -> Started:
     """Start (or queue) the run that `body` asks for, or find the one its idempotency key
-    already started."""
+    already started. (`thread_metadata`, `create_thread`: see `ChatCommand`.)"""
     turn.shutdown.refuse_new_runs()
     if body.background and streamed:
         raise InvalidRequest(
@@ -175,7 +181,10 @@ async def start_turn(
             "background",
         )
     command = replace(
-        to_command(body, turn.user, turn.settings, turn.request_id), rebranch=rebranch
+        to_command(body, turn.user, turn.settings, turn.request_id),
+        rebranch=rebranch,
+        thread_metadata=thread_metadata,
+        create_thread=create_thread,
     )
     asked = body.model_dump(mode="json", exclude={"stream", "on_disconnect"})
     if rebranch is not None:
