@@ -288,7 +288,9 @@ async def join_run_stream(
 ) -> StreamingResponse:
     """Join the run's stream: from the start (no `Last-Event-ID`, or `-1`), or right
     after the event with that id."""
-    modes = stream_modes(stream_mode) if stream_mode else JOIN_MODES
+    # The Python SDK's join_stream sends `stream_mode=` (empty) when given no mode.
+    asked = [mode for mode in stream_mode or [] if mode]
+    modes = stream_modes(asked) if asked else JOIN_MODES
     after, skip, from_start = resume_point(last_event_id)
     streams, shutdown = turn.streams, turn.shutdown
     events = await streams.open(turn.user, thread_id, run_id, after)
@@ -315,6 +317,8 @@ async def join_run_stream(
         framing=framing,
     )
     headers = {**SSE_HEADERS, **_locations(thread_id, run_id, "stream")}
+    # The SDKs reconnect a cut-off join to this Location without stream_mode: name them.
+    headers["Location"] += "?" + urlencode([("stream_mode", m) for m in sorted(modes)])
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
 
