@@ -224,6 +224,25 @@ class ThreadService:
         thread = await owned_thread(self.store, thread_id, user)
         return thread, await path_to(self.store, thread_id, thread.head_id)
 
+    async def active_paths(
+        self, threads: Collection[ThreadState]
+    ) -> dict[str, builtins.list[MessageState]]:
+        """The active paths of these threads (already read as the user's), first message
+        first: one query on the active-path index."""
+        m = messages_table.c
+        found: dict[str, builtins.list[MessageState]] = {t.thread_id: [] for t in threads}
+        if not found:
+            return found
+        query = (
+            sa.select(messages_table)
+            .where(m.thread_id.in_(found), m.active.is_(True))
+            .order_by(m.thread_id, m.version)
+        )
+        async with self.store.db.engine.connect() as conn:
+            for row in await conn.execute(query):
+                found[row.thread_id].append(message_from_row(row))
+        return found
+
     async def messages(
         self, user: str, thread_id: str, after_version: int, limit: int
     ) -> tuple[builtins.list[PathEntry], str | None]:

@@ -10,9 +10,6 @@ reconnect (to `Location`, with `Last-Event-ID`) when a TCP proxy resets its conn
 Each thread is checked against the native API too (`/threads/...`: the same thread, the
 same log and tree), and the prompts the upstream received against the conversation.
 
-Where the adapter departs from lg-spec by design (docs/api.md), a strict xfail at the end
-says so.
-
 The processes are shared by the whole module, per engine (the backend takes two seconds
 to start): `engine_name` and `database_url` are module-scoped here, and each test works
 on threads of its own.
@@ -47,8 +44,7 @@ ENGINES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 SDK_TIMEOUT = (5.0, 30.0, 30.0, 5.0)  # connect, read, write, pool
 CHAT = "chat"  # the graph's id, which names its assistant too
-# The assistant's own id: a UUID, as LangGraph's (lg-spec names the assistant "chat"; the
-# adapter, like LangGraph Server, reports the UUID and accepts both).
+# The assistant's own id: a UUID, as LangGraph Server's (it answers to both names).
 CHAT_UUID = str(uuid.uuid5(uuid.NAMESPACE_URL, "stubichat:chat"))
 STREAM_MODES: list[Any] = ["values", "messages-tuple"]
 
@@ -979,54 +975,9 @@ async def test_errors_carry_their_status_and_a_detail(lg: LangGraphClient) -> No
     assert await lg.runs.list(thread_id) == []
 
 
-# Where the adapter departs from lg-spec and LangGraph ---------------------------------
-# Strict xfails: each passes (and so fails the suite) once the adapter does as lg-spec
-# says, and is then to be folded into the tests above.
+# A thread list (agent-chat-ui's) shows each thread's first message from its values.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="lg-spec (and LangGraph): a thread whose newest run failed is `error`; the "
-    "adapter (docs/api.md: status idle|busy) reports it `idle`, and a search for `error` "
-    "answers [] always",
-)
-async def test_a_thread_whose_newest_run_failed_is_in_error(
-    lg: LangGraphClient, upstream: FakeUpstream
-) -> None:
-    upstream.script({"status": 401})
-    tag = uuid.uuid4().hex
-    thread_id = (await lg.threads.create(metadata={"tag": tag}))["thread_id"]
-    waited = await lg.runs.wait(thread_id, CHAT, input=said("Fail"), raise_error=False)
-    assert isinstance(waited, dict) and "__error__" in waited, waited
-    assert (await lg.threads.get(thread_id))["status"] == "error"
-    found = await lg.threads.search(metadata={"tag": tag}, status="error")
-    assert [t["thread_id"] for t in found] == [thread_id]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="lg-spec's Run (and the SDK's Run type, not Optional) carries its "
-    "multitask_strategy; the adapter (docs/api.md) answers null: the log keeps no if_busy",
-)
-async def test_a_run_reports_its_multitask_strategy(
-    lg: LangGraphClient, upstream: FakeUpstream
-) -> None:
-    thread_id = await new_thread(lg)
-    run = await lg.runs.create(thread_id, CHAT, input=said("Hi"), multitask_strategy="enqueue")
-    await lg.runs.join(thread_id, run["run_id"])
-    assert run["multitask_strategy"] == "enqueue"
-    assert (await lg.runs.get(thread_id, run["run_id"]))["multitask_strategy"] == "enqueue"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="lg-spec's Thread (and LangGraph's) carries the state's values everywhere; the "
-    "adapter (docs/api.md: search 'without values') answers {} from search and update, so "
-    "a thread list (agent-chat-ui's) cannot show a thread's first message",
-)
 async def test_search_and_update_show_a_threads_values(
     lg: LangGraphClient, upstream: FakeUpstream
 ) -> None:

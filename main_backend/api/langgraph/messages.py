@@ -188,8 +188,8 @@ def _task(thread_id: str, question: MessageState) -> dict[str, Any]:
     }
 
 
-def thread(thread: ThreadState, path: Sequence[MessageState] | None) -> dict[str, Any]:
-    """A thread as LangGraph describes it (`values` only when its path was read)."""
+def thread(thread: ThreadState, path: Sequence[MessageState]) -> dict[str, Any]:
+    """A thread as LangGraph describes it, `values` being its active path's state."""
     return {
         "thread_id": thread.thread_id,
         "created_at": _iso(thread.created_at),
@@ -197,7 +197,7 @@ def thread(thread: ThreadState, path: Sequence[MessageState] | None) -> dict[str
         "state_updated_at": _iso(thread.updated_at),
         "metadata": thread.metadata,
         "status": thread.status,
-        "values": values(path) if path is not None else {},
+        "values": values(path),
         "interrupts": {},
         "config": {},
         "error": None,

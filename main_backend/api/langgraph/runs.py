@@ -58,11 +58,16 @@ LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)
 _FIELDS = {"messages": "input.messages", "thread_id": "thread_id", "if_busy": "multitask_strategy"}
 
 
-def _locations(thread_id: str, run_id: str, then: str) -> dict[str, str]:
+def _locations(
+    thread_id: str, run_id: str, then: str, modes: frozenset[str] = frozenset()
+) -> dict[str, str]:
     """The run (`Content-Location`: the SDKs read the run's id from it) and where to go
-    next (`Location`: where a cut-off client reconnects), relative to the API's root."""
+    next (`Location`: where a cut-off client reconnects), relative to the API's root.
+    A stream's modes are not stored, and the SDKs reconnect to `Location` without
+    `stream_mode` (keeping a query given there): a stream's `Location` names them."""
     run = f"/threads/{thread_id}/runs/{run_id}"
-    return {"Content-Location": run, "Location": f"{run}/{then}"}
+    query = urlencode([("stream_mode", m) for m in sorted(modes)])
+    return {"Content-Location": run, "Location": f"{run}/{then}" + (f"?{query}" if query else "")}
 
 
 async def _start(
@@ -157,10 +162,7 @@ async def _streamed(
     started = await _start(turn, threads, thread_id, body, streamed=True)
     thread, run, attempt = started_run(started)
     framing = LangGraphFraming(threads.store, thread, run, attempt, modes, from_start=True)
-    headers = _locations(thread, run, "stream")
-    # The run's modes are not stored, and the JS SDK reconnects a cut-off stream to this
-    # Location without stream_mode (it keeps a query given here): name them in it.
-    headers["Location"] += "?" + urlencode([("stream_mode", m) for m in sorted(modes)])
+    headers = _locations(thread, run, "stream", modes)
     return await stream_response(turn, started, body.on_disconnect, framing, headers)
 
 
@@ -316,9 +318,7 @@ async def join_run_stream(
         on_disconnect=left if cancel_on_disconnect else None,
         framing=framing,
     )
-    headers = {**SSE_HEADERS, **_locations(thread_id, run_id, "stream")}
-    # The SDKs reconnect a cut-off join to this Location without stream_mode: name them.
-    headers["Location"] += "?" + urlencode([("stream_mode", m) for m in sorted(modes)])
+    headers = {**SSE_HEADERS, **_locations(thread_id, run_id, "stream", modes)}
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
 

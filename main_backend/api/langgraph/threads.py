@@ -58,7 +58,8 @@ async def search_threads(
     found = await threads.search(
         user, where, body.limit, body.offset, body.sort_by, body.sort_order == "desc"
     )
-    return [lg.thread(t, None) for t in found]
+    paths = await threads.active_paths(found)
+    return [lg.thread(t, paths[t.thread_id]) for t in found]
 
 
 @router.get("/{thread_id}", responses=_MISSING)
@@ -78,8 +79,8 @@ async def patch_thread(
     """Merge `metadata` into the thread's (as LangGraph does)."""
     thread = await threads.get(user, thread_id)
     metadata = {**thread.metadata, **body.metadata}
-    thread = await threads.update(user, thread_id, {"metadata": metadata}, request_id)
-    return lg.thread(thread, None)
+    await threads.update(user, thread_id, {"metadata": metadata}, request_id)
+    return lg.thread(*await threads.path(user, thread_id))
 
 
 @router.delete("/{thread_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_MISSING)
