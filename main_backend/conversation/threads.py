@@ -74,13 +74,16 @@ ThreadSort = Literal["thread_id", "created_at", "updated_at"]
 @dataclass(frozen=True, slots=True)
 class ThreadFilter:
     """Which of a user's threads a search returns: all of `metadata`'s keys with equal
-    values, and busy ones or idle ones only if `busy` is given."""
+    values, busy ones or idle ones only if `busy` is given, those of `ids` if given."""
 
     metadata: dict[str, Any] = field(default_factory=dict)
     busy: bool | None = None
+    ids: frozenset[str] | None = None
 
     def admits(self, thread: ThreadState) -> bool:
         if self.busy is not None and (thread.status == "busy") != self.busy:
+            return False
+        if self.ids is not None and thread.thread_id not in self.ids:
             return False
         return all(thread.metadata.get(k, _MISSING) == v for k, v in self.metadata.items())
 
@@ -313,6 +316,23 @@ class ThreadService:
             thread_id,
             new_event(THREAD_UPDATED, data, {"request_id": request_id, "user": user}),
         )
+
+    async def merge_metadata(
+        self, user: str, thread_id: str, changes: dict[str, Any], request_id: str | None
+    ) -> None:
+        """Set `changes`' keys in the thread's metadata, keeping the others: merged into
+        the thread as it is at the append (a concurrent change is never lost)."""
+        while True:
+            thread = await owned_thread(self.store, thread_id, user)
+            merged = {**thread.metadata, **changes}
+            event = new_event(
+                THREAD_UPDATED, {"metadata": merged}, {"request_id": request_id, "user": user}
+            )
+            try:
+                await self.store.append(thread_id, [event], thread.version)
+            except VersionConflict:
+                continue  # the thread moved on: merge into what it holds now
+            return
 
     async def delete(self, user: str, thread_id: str, request_id: str | None) -> None:
         await self._append(

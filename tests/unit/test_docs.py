@@ -24,7 +24,7 @@ DOCS = REPO_ROOT / "docs"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 # Generated or local-only, never part of the repository (see .gitignore).
 NOT_IN_REPO = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache"}
-NOT_IN_REPO |= {"data", "build"}
+NOT_IN_REPO |= {"data", "build", "node_modules"}
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 

@@ -162,17 +162,29 @@ def state(thread: ThreadState, path: Sequence[MessageState]) -> dict[str, Any]:
 
 
 def history(
-    thread: ThreadState, path: Sequence[MessageState], limit: int, before: str | None
+    thread: ThreadState,
+    path: Sequence[MessageState],
+    limit: int,
+    before: str | None,
+    metadata: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """The states along `path`, newest first (the empty state last), those older than the
-    checkpoint `before` only if given."""
+    """The states along `path`, newest first (the empty state last): those older than the
+    checkpoint `before` only if given, and whose metadata holds `metadata`'s keys with
+    equal values, `limit` of them."""
     end = len(path)
     if before is not None:
         ids = [m.message_id for m in path]
         if before not in ids:
             return []  # the empty state, or a checkpoint of another branch: nothing older
         end = ids.index(before)
-    return [state(thread, path[:n]) for n in range(end, max(end - limit, -1), -1)]
+    found: list[dict[str, Any]] = []
+    for n in range(end, -1, -1):
+        if len(found) == limit:
+            break
+        candidate = state(thread, path[:n])
+        if all(candidate["metadata"].get(k) == v for k, v in (metadata or {}).items()):
+            found.append(candidate)
+    return found
 
 
 def _task(thread_id: str, question: MessageState) -> dict[str, Any]:

@@ -4,9 +4,10 @@ texting policies, crash-resume and resumable stream), asked for in LangGraph's w
 from __future__ import annotations
 
 import json
+import re
 from functools import partial
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -17,7 +18,7 @@ from main_backend.api.errors import error_responses
 from main_backend.api.langgraph import messages as lg
 from main_backend.api.langgraph.assistants import check_assistant
 from main_backend.api.langgraph.routing import LangGraphRoute
-from main_backend.api.langgraph.schemas import RunCreate
+from main_backend.api.langgraph.schemas import NEW_THREAD_ID, RunCreate
 from main_backend.api.langgraph.stream import (
     JOIN_MODES,
     LangGraphFraming,
@@ -65,7 +66,7 @@ def _locations(
     next (`Location`: where a cut-off client reconnects), relative to the API's root.
     A stream's modes are not stored, and the SDKs reconnect to `Location` without
     `stream_mode` (keeping a query given there): a stream's `Location` names them."""
-    run = f"/threads/{thread_id}/runs/{run_id}"
+    run = f"/threads/{quote(thread_id, safe='')}/runs/{quote(run_id, safe='')}"
     query = urlencode([("stream_mode", m) for m in sorted(modes)])
     return {"Content-Location": run, "Location": f"{run}/{then}" + (f"?{query}" if query else "")}
 
@@ -105,6 +106,11 @@ async def _start(
         where = [str(part) for part in error["loc"]]
         head = _FIELDS.get(where[0], f"context.{where[0]}") if where else "body"
         raise InvalidRequest(error["msg"], ".".join([head, *where[1:]])) from None
+    creates = body.if_not_exists == "create"
+    if creates and thread_id is not None and not re.fullmatch(NEW_THREAD_ID, thread_id):
+        raise InvalidRequest(
+            "a new thread's id is 1 to 64 of A-Z, a-z, 0-9 and . _ ~ -", "thread_id"
+        )
     await _check_checkpoint(threads, turn.user, thread_id, body)
     # The thread is marked as the chat graph's (LangGraph's UIs list threads by
     # `graph_id`), or created, in the run's own append: a refused run writes nothing.
@@ -114,7 +120,7 @@ async def _start(
         None,
         streamed,
         thread_metadata=lg.GRAPH_METADATA,
-        create_thread=body.if_not_exists == "create",
+        create_thread=creates,
     )
 
 
@@ -148,7 +154,8 @@ async def _final_values(threads: ThreadService, user: str, ended: RunEnded) -> d
                 "message": str(error.get("message", "the run failed")),
             }
         }
-    if ended.cancelled_by == "rollback":
+    if ended.cancelled_by == "rollback" or (ended.status == "cancelled" and not ended.message):
+        # Its input left the history, or it never started: the thread's state as it is.
         _, path = await threads.path(user, ended.thread_id)
         return lg.values(path)
     path = await answered_path(threads.store, ended.thread_id, ended.run_id)

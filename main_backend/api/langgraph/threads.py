@@ -16,6 +16,7 @@ from main_backend.api.langgraph.schemas import (
     ThreadCreate,
     ThreadPatch,
     ThreadSearch,
+    checkpoint_id,
 )
 from main_backend.api.schemas import Text
 from main_backend.conversation.threads import ThreadFilter, ThreadService, path_to
@@ -36,6 +37,7 @@ async def create_thread(
     request_id: RequestIdDep,
     body: Annotated[ThreadCreate, Body(default_factory=ThreadCreate)],
 ) -> dict[str, Any]:
+    body.refuse_unsupported()
     try:
         thread = await threads.create(user, None, body.metadata, request_id, body.thread_id)
     except ThreadExists:
@@ -52,9 +54,11 @@ async def search_threads(
     body: Annotated[ThreadSearch, Body(default_factory=ThreadSearch)],
 ) -> list[dict[str, Any]]:
     """The user's threads, most recently updated first unless sorted otherwise."""
+    body.refuse_unsupported()
     if body.status in ("interrupted", "error"):
         return []  # the chat graph never interrupts; a failed run leaves its thread idle
-    where = ThreadFilter(body.metadata, None if body.status is None else body.status == "busy")
+    busy = None if body.status is None else body.status == "busy"
+    where = ThreadFilter(body.metadata, busy, None if body.ids is None else frozenset(body.ids))
     found = await threads.search(
         user, where, body.limit, body.offset, body.sort_by, body.sort_order == "desc"
     )
@@ -77,9 +81,7 @@ async def patch_thread(
     request_id: RequestIdDep,
 ) -> dict[str, Any]:
     """Merge `metadata` into the thread's (as LangGraph does)."""
-    thread = await threads.get(user, thread_id)
-    metadata = {**thread.metadata, **body.metadata}
-    await threads.update(user, thread_id, {"metadata": metadata}, request_id)
+    await threads.merge_metadata(user, thread_id, body.metadata, request_id)
     return lg.thread(*await threads.path(user, thread_id))
 
 
@@ -129,17 +131,9 @@ async def get_history(
     body: Annotated[HistoryRequest, Body(default_factory=HistoryRequest)],
 ) -> list[dict[str, Any]]:
     """Past states, newest first: the active path's (or, with `checkpoint`, that branch's)."""
-    at = body.checkpoint.checkpoint_id if body.checkpoint else None
+    at = checkpoint_id(body.checkpoint)
     thread, path = await state_path(threads, user, thread_id, at)
-    before = body.before.checkpoint_id if isinstance(body.before, Checkpoint) else body.before
-    states = lg.history(thread, path, body.limit, before)
-    if body.metadata:
-        states = [s for s in states if _has(s["metadata"], body.metadata)]
-    return states
-
-
-def _has(metadata: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    return all(metadata.get(k) == v for k, v in wanted.items())
+    return lg.history(thread, path, body.limit, checkpoint_id(body.before), body.metadata)
 
 
 async def state_path(

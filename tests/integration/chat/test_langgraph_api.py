@@ -4,6 +4,7 @@ that resumes after any of its events with nothing lost or repeated."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -185,6 +186,8 @@ BAD_RUNS: list[tuple[dict[str, Any], int, str]] = [
     (lg_run("x", context={"temperature": 5}), 422, "context.temperature"),
     (lg_run("x", config={"configurable": {"max_tokens": 0}}), 422, "context.max_tokens"),
     (lg_run("x", checkpoint={"checkpoint_id": "somewhere-else"}), 422, "checkpoint"),
+    (lg_run("x", config={"configurable": "abc"}), 422, "config.configurable"),
+    (lg_run("x", on_completion="delete"), 422, "on_completion"),
 ]
 
 
@@ -318,3 +321,85 @@ def test_a_failed_run_answers_its_error_in_each_form(
     runs = backend.get(f"{LG}/threads/{thread_id}/runs").json()
     assert [r["status"] for r in runs] == ["error", "error"]
     assert backend.get(f"{LG}/threads/{thread_id}").json()["status"] == "idle"
+
+
+def test_odd_thread_requests_are_refused_and_write_nothing(
+    backend: httpx.Client, database_url: str
+) -> None:
+    """Ids a client chooses go into URLs and headers; fields asking for what this server
+    does not do are refused, not ignored."""
+    before = event_count(database_url)
+    for body, field in [
+        ({"thread_id": "线程"}, "thread_id"),
+        ({"thread_id": "a b"}, "thread_id"),
+        ({"thread_id": "x" * 65}, "thread_id"),
+        ({"supersteps": [{"updates": []}]}, "supersteps"),
+        ({"ttl": {"ttl": 5}}, "ttl"),
+    ]:
+        response = backend.post(f"{LG}/threads", json=body)
+        assert response.status_code == 422, (body, response.text)
+        assert field in [d["field"] for d in response.json()["error"]["details"]]
+    created = backend.post(
+        f"{LG}/threads/%E7%BA%BF/runs/wait", json=lg_run("x", if_not_exists="create")
+    )
+    assert created.status_code == 422 and created.json()["error"]["details"][0]["field"] == (
+        "thread_id"
+    )
+    values = backend.post(f"{LG}/threads/search", json={"values": {"messages": []}})
+    assert values.status_code == 422
+    assert event_count(database_url) == before
+
+
+def test_concurrent_metadata_merges_are_all_kept(backend: httpx.Client) -> None:
+    thread_id = backend.post(f"{LG}/threads", json={"metadata": {"base": 0}}).json()["thread_id"]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda n: (
+                    backend.patch(
+                        f"{LG}/threads/{thread_id}", json={"metadata": {f"k{n}": n}}
+                    ).status_code
+                ),
+                range(16),
+            )
+        )
+    assert answers == [200] * 16
+    metadata = backend.get(f"{LG}/threads/{thread_id}").json()["metadata"]
+    assert metadata == {"base": 0, **{f"k{n}": n for n in range(16)}}
+
+
+def test_history_pages_by_either_sdks_before_and_filters_before_its_limit(
+    backend: httpx.Client, upstream: FakeOpenAI
+) -> None:
+    upstream.script({"content": "A1"}, {"content": "A2"})
+    thread_id = backend.post("/chat/", json=ask("Q1")).json()["thread_id"]
+    backend.post("/chat/", json=ask("Q2", thread_id=thread_id))
+    history = f"{LG}/threads/{thread_id}/history"
+    first = backend.post(history, json={"limit": 2}).json()
+    oldest_shown = first[-1]["checkpoint"]
+    expected = backend.post(history, json={"limit": 2, "before": oldest_shown}).json()
+    assert [s["values"]["messages"][-1]["content"] for s in expected] == ["A1", "Q1"]
+    # The JS SDK names a checkpoint as a config.
+    config = {"configurable": {"thread_id": thread_id, **oldest_shown}}
+    assert backend.post(history, json={"limit": 2, "before": config}).json() == expected
+    asked = backend.post(history, json={"limit": 1, "metadata": {"source": "input"}}).json()
+    assert [s["values"]["messages"][-1]["content"] for s in asked] == ["Q2"]
+
+
+def test_a_run_cancelled_while_queued_joins_to_the_threads_state(
+    backend: httpx.Client, upstream: FakeOpenAI
+) -> None:
+    upstream.script({"chunks": ["slow "] * 40, "chunk_delay": 0.1})
+    thread_id = backend.post(f"{LG}/threads", json={}).json()["thread_id"]
+    first = backend.post(f"{LG}/threads/{thread_id}/runs", json=lg_run("One")).json()
+    queued = backend.post(
+        f"{LG}/threads/{thread_id}/runs", json=lg_run("Two", multitask_strategy="enqueue")
+    ).json()
+    assert queued["status"] == "pending"
+    cancel = f"{LG}/threads/{thread_id}/runs/{queued['run_id']}/cancel"
+    assert backend.post(cancel).status_code == 202
+    joined = backend.get(f"{LG}/threads/{thread_id}/runs/{queued['run_id']}/join").json()
+    state = backend.get(f"{LG}/threads/{thread_id}/state").json()
+    assert joined == state["values"] and joined["messages"][0]["content"] == "One"
+    backend.get(f"{LG}/threads/{thread_id}/runs/{first['run_id']}/join")
+    wait_idle(backend, thread_id)
