@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import sqlalchemy as sa
 
 from main_backend.conversation.graph import recorded_inputs
@@ -61,14 +63,19 @@ class RunService:
         return page, None if last is None else encode_cursor(last.created_at, last.run_id)
 
     async def slice(
-        self, user: str, thread_id: str, limit: int, offset: int, status: RunStatus | None
+        self,
+        user: str,
+        thread_id: str,
+        limit: int,
+        offset: int,
+        statuses: Collection[RunStatus] | None = None,
     ) -> list[RunState]:
-        """The thread's runs newest first (only those with `status`, if given), by offset."""
+        """The thread's runs newest first (only those of `statuses`, if given), by offset."""
         await owned_thread(self.store, thread_id, user)
         r = runs_table.c
         query = sa.select(runs_table).where(r.thread_id == thread_id)
-        if status is not None:
-            query = query.where(r.status == status)
+        if statuses is not None:
+            query = query.where(r.status.in_(statuses))
         query = query.order_by(r.created_at.desc(), r.run_id.desc()).limit(limit).offset(offset)
         async with self.store.db.engine.connect() as conn:
             return [run_from_row(row) for row in await conn.execute(query)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -246,6 +246,16 @@ class ThreadService:
                 found[row.thread_id].append(message_from_row(row))
         return found
 
+    async def path_at(
+        self, user: str, thread_id: str, message_id: str
+    ) -> tuple[ThreadState, builtins.list[MessageState]]:
+        """The thread and the path down to its message `message_id`, on any branch."""
+        thread = await owned_thread(self.store, thread_id, user)
+        message = await self.store.get_message(thread_id, message_id)
+        if message is None or message.rolled_back:
+            raise MessageNotFound(thread_id, message_id)
+        return thread, await path_to(self.store, thread_id, message_id)
+
     async def messages(
         self, user: str, thread_id: str, after_version: int, limit: int
     ) -> tuple[builtins.list[PathEntry], str | None]:
@@ -319,20 +329,18 @@ class ThreadService:
 
     async def merge_metadata(
         self, user: str, thread_id: str, changes: dict[str, Any], request_id: str | None
-    ) -> None:
+    ) -> ThreadState:
         """Set `changes`' keys in the thread's metadata, keeping the others: merged into
         the thread as it is at the append (a concurrent change is never lost)."""
-        while True:
-            thread = await owned_thread(self.store, thread_id, user)
-            merged = {**thread.metadata, **changes}
-            event = new_event(
-                THREAD_UPDATED, {"metadata": merged}, {"request_id": request_id, "user": user}
-            )
-            try:
-                await self.store.append(thread_id, [event], thread.version)
-            except VersionConflict:
-                continue  # the thread moved on: merge into what it holds now
-            return
+        return await self._append(
+            user,
+            thread_id,
+            lambda thread: new_event(
+                THREAD_UPDATED,
+                {"metadata": {**thread.metadata, **changes}},
+                {"request_id": request_id, "user": user},
+            ),
+        )
 
     async def delete(self, user: str, thread_id: str, request_id: str | None) -> None:
         await self._append(
@@ -386,11 +394,16 @@ class ThreadService:
         await self.store.append(fork_id, [created, *copies], 0)
         return await owned_thread(self.store, fork_id, user)
 
-    async def _append(self, user: str, thread_id: str, event: NewEvent) -> ThreadState:
+    async def _append(
+        self, user: str, thread_id: str, event: NewEvent | Callable[[ThreadState], NewEvent]
+    ) -> ThreadState:
+        """Append `event` (or the one made from the thread as it is) at the thread's
+        version, reading it again when a turn moved it on meanwhile."""
         while True:
             thread = await owned_thread(self.store, thread_id, user)
+            made = event(thread) if callable(event) else event
             try:
-                await self.store.append(thread_id, [event], thread.version)
+                await self.store.append(thread_id, [made], thread.version)
             except VersionConflict:
-                continue  # a turn moved the thread on; the event's id keeps this idempotent
+                continue  # a fixed event's id keeps this idempotent; a made one is remade
             return await self.store.get_thread(thread_id) or thread

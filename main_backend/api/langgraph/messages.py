@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from main_backend.errors import InvalidRequest
-from main_backend.events.fold import MessageState, RunState, ThreadState
+from main_backend.events.fold import MessageState, RunState, RunStatus, ThreadState
 from main_backend.events.types import MessageRole
 
 GRAPH_ID = "chat"
@@ -35,14 +35,14 @@ _ROLES: dict[str, MessageRole] = {
 }
 # Run statuses as LangGraph names them (a cancelled run, rolled back or not, was
 # interrupted).
-RUN_STATUSES = {
+RUN_STATUSES: dict[RunStatus, str] = {
     "pending": "pending",
     "running": "running",
     "completed": "success",
     "failed": "error",
     "cancelled": "interrupted",
 }
-NATIVE_RUN_STATUSES = {v: k for k, v in RUN_STATUSES.items()}
+NATIVE_RUN_STATUSES: dict[str, RunStatus] = {v: k for k, v in RUN_STATUSES.items()}
 
 
 def lc_message(message: MessageState) -> dict[str, Any]:
@@ -146,7 +146,7 @@ def state(thread: ThreadState, path: Sequence[MessageState]) -> dict[str, Any]:
     return {
         "values": values(path),
         "next": [NODE] if waiting else [],
-        "tasks": [_task(thread.thread_id, last)] if waiting and last else [],
+        "tasks": [_task(last)] if waiting and last else [],
         "checkpoint": checkpoint(thread.thread_id, path),
         "parent_checkpoint": checkpoint(thread.thread_id, path[:-1]) if path else None,
         "metadata": {
@@ -187,7 +187,7 @@ def history(
     return found
 
 
-def _task(thread_id: str, question: MessageState) -> dict[str, Any]:
+def _task(question: MessageState) -> dict[str, Any]:
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"stubichat:task:{question.message_id}")),
         "name": NODE,

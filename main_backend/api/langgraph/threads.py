@@ -19,8 +19,8 @@ from main_backend.api.langgraph.schemas import (
     checkpoint_id,
 )
 from main_backend.api.schemas import Text
-from main_backend.conversation.threads import ThreadFilter, ThreadService, path_to
-from main_backend.errors import MessageNotFound, ThreadExists
+from main_backend.conversation.threads import ThreadFilter, ThreadService
+from main_backend.errors import ThreadExists
 from main_backend.events.fold import MessageState, ThreadState
 
 router = APIRouter(prefix="/threads", route_class=LangGraphRoute)
@@ -142,10 +142,6 @@ async def state_path(
     """The thread and the path to the checkpoint (None: the active path)."""
     if checkpoint_id is None:
         return await threads.path(user, thread_id)
-    thread = await threads.get(user, thread_id)
     if checkpoint_id == lg.empty_checkpoint_id(thread_id):
-        return thread, []
-    message = await threads.store.get_message(thread_id, checkpoint_id)
-    if message is None or message.rolled_back:
-        raise MessageNotFound(thread_id, checkpoint_id)
-    return thread, await path_to(threads.store, thread_id, checkpoint_id)
+        return await threads.get(user, thread_id), []
+    return await threads.path_at(user, thread_id, checkpoint_id)

@@ -316,17 +316,13 @@ def unrecorded_response(turn: Turn, started: Started) -> JSONResponse:
 
 
 def _accepted(started: Started) -> JSONResponse:
+    thread_id, run_id, _ = started_run(started)
     status: Any
     if isinstance(started, Repeat):
-        thread_id, run_id, status = (
-            started.ended.thread_id,
-            started.ended.run_id,
-            started.ended.status,
-        )
+        status = started.ended.status
     elif isinstance(started, Accepted):
-        thread_id, run_id, status = started.thread_id, started.run_id, started.status
+        status = started.status
     else:
-        thread_id, run_id = started.thread_id, started.run_id
         status = "running" if started.ended is None else started.ended.status
     accepted = RunAccepted(thread_id=thread_id, run_id=run_id, status=status)
     return JSONResponse(
@@ -386,12 +382,11 @@ async def stream_response(
     `headers`, for another API surface)."""
     user, chat, streams = turn.user, turn.chat, turn.streams
     ping, metrics, shutdown = turn.settings.sse_ping_seconds, turn.metrics, turn.shutdown
+    thread_id, run_id, _ = started_run(started)
     if isinstance(started, Repeat):
-        thread_id, run_id = started.ended.thread_id, started.ended.run_id
         replayed = with_ids(_replayed(started), started.attempt)
         body_events = sse_body(replayed, ping, metrics, shutdown, framing=framing)
     else:
-        thread_id, run_id = started.thread_id, started.run_id
         events: AsyncIterator[Sent]
         if isinstance(started, Accepted):
             events = await streams.open(user, thread_id, run_id, None)
