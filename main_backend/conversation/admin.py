@@ -79,7 +79,8 @@ class AdminService:
         return page, page[-1].version + 1 if len(found) > limit else None
 
     async def events_after(self, after_position: int, limit: int) -> tuple[list[StoredEvent], int]:
-        """Every thread's events in commit order, and the position to read on from."""
+        """Every thread's events in feed order (see `EventStore.read_all`) after the event
+        at `after_position`, and the position to read on from: the last event's."""
         page = await self.store.read_all(after_position, limit)
         return page, page[-1].position if page else after_position
 

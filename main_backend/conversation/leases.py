@@ -28,7 +28,7 @@ from main_backend.events.tables import events, runs, threads
 from main_backend.events.types import CancelledBy, read_cancelled_by
 
 # Any fixed number: the first key of the per-user Postgres advisory locks that
-# order lease takes (the two-integer key space is apart from APPEND_LOCK_KEY's).
+# order lease takes (two-integer keys; checkpoints.PRUNE_LOCK_CLASS is another class).
 OWNER_LOCK_CLASS = 5_202_612
 # Runs last seconds to minutes and nothing tells when the user's next one ends:
 # a short wait before trying again.

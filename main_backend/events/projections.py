@@ -26,7 +26,7 @@ from main_backend.events.fold import (
     fold_runs,
     path_ids,
 )
-from main_backend.events.tables import event_from_row, lock_appends
+from main_backend.events.tables import event_from_row, exclude_appends
 from main_backend.events.tables import events as events_table
 from main_backend.events.tables import messages as messages_table
 from main_backend.events.tables import runs as runs_table
@@ -76,12 +76,17 @@ async def load_runs(
 
 
 async def load_thread(
-    conn: AsyncConnection, thread_id: str, owner: str | None = None
+    conn: AsyncConnection, thread_id: str, owner: str | None = None, *, lock: bool = False
 ) -> ThreadState | None:
-    """A thread's read model; with `owner`, only if it is theirs and not deleted."""
+    """A thread's read model; with `owner`, only if it is theirs and not deleted. `lock`
+    (an append's read, Postgres) locks its row until the transaction ends: FOR NO KEY
+    UPDATE, which the append's own UPDATE needs anyway, and which lets the foreign keys
+    of `messages` and `runs` on the row be checked meanwhile."""
     query = sa.select(threads_table).where(threads_table.c.thread_id == thread_id)
     if owner is not None:
         query = query.where(threads_table.c.owner == owner, threads_table.c.deleted.is_(False))
+    if lock:
+        query = query.with_for_update(key_share=True)
     row = (await conn.execute(query)).first()
     return None if row is None else thread_from_row(row)
 
@@ -241,7 +246,7 @@ async def rebuild(db: Database) -> RebuildReport:
     started = time.perf_counter()
     counts = {"events": 0, "threads": 0, "messages": 0, "runs": 0}
     async with db.writer.begin() as conn:
-        await lock_appends(conn)
+        await exclude_appends(conn)
         await conn.execute(runs_table.delete())
         await conn.execute(messages_table.delete())
         await conn.execute(threads_table.delete())

@@ -1,10 +1,12 @@
 """The append-only event store: the source of truth for every thread.
 
-An append is one transaction: it checks the expected version, folds the new
-events onto the thread's read model, inserts the events and writes the read
-models. Appends are serialised — on SQLite by `BEGIN IMMEDIATE`, on Postgres
-by a transaction-scoped advisory lock — so global positions commit in
-increasing order and a reader of the feed never sees a gap fill in later.
+An append is one transaction: it reads (and on Postgres locks) the thread's read
+model, checks the expected version against it, folds the new events onto it,
+inserts the events and writes the read models. SQLite serialises every writer
+(`BEGIN IMMEDIATE`); Postgres serialises the appends of one thread by the lock on
+its `threads` row, while appends to other threads go on at once. So positions
+may commit out of order there: the feed (`read_all`) orders by the writing
+transaction's id, then position, and serves only transactions that have ended.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from main_backend.events.fold import (
     rolled_back_ids,
     run_id_of,
 )
-from main_backend.events.tables import event_from_row, lock_appends
+from main_backend.events.tables import event_from_row
 from main_backend.events.tables import events as events_table
 from main_backend.events.tables import messages as messages_table
 from main_backend.events.types import (
@@ -37,6 +39,20 @@ from main_backend.events.types import (
     StoredEvent,
     check_new_events,
 )
+
+
+class _Refused(Exception):
+    """An append that cannot go on: the thread is at `current`, or (None) the insert broke
+    the `error` of a unique constraint, which spoils its transaction."""
+
+    def __init__(self, current: int | None, error: IntegrityError | None = None) -> None:
+        super().__init__(current, error)
+        self.current = current
+        self.error = error
+
+    @property
+    def orig(self) -> object:
+        return None if self.error is None else self.error.orig
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,18 +91,35 @@ class EventStore:
         """
         batch = list(new_events)
         check_new_events(thread_id, batch, expected_version)
+        try:
+            result = await self._append(thread_id, batch, expected_version)
+        except _Refused as refused:
+            # The thread is elsewhere (or another append took these versions or ids
+            # first): a replay of this very append, or a conflict. Decided once the
+            # transaction, and the thread's lock, are given up: stored events never change.
+            result = await self._refused(thread_id, batch, expected_version, refused)
+        if self.on_append is not None and not result.replayed:
+            self.on_append(len(result.events))
+        return result
+
+    async def _append(
+        self, thread_id: str, batch: list[NewEvent], expected_version: int
+    ) -> AppendResult:
         recorded_at = datetime.now(UTC)
         async with self.db.writer.begin() as conn:
-            await lock_appends(conn)
-            current = await _current_version(conn, thread_id)
+            # The read model's version is the log's (each append writes both in its
+            # transaction): one read checks the version, gives the state to fold onto
+            # and, on Postgres, locks the thread against its other appends until commit
+            # (a row lock waited for returns the row as its holder committed it).
+            state = await projections.load_thread(conn, thread_id, lock=True)
+            if state is None and expected_version != 0:
+                # Only the log knows a thread it holds without a read model (one whose
+                # log cannot be folded): appended to as before, against the log.
+                current = await _current_version(conn, thread_id)
+            else:
+                current = 0 if state is None else state.version
             if current != expected_version:
-                stored = await _stored_as(conn, thread_id, batch, expected_version)
-                if stored is None:
-                    if self.on_conflict is not None:
-                        self.on_conflict()
-                    raise VersionConflict(thread_id, expected_version, current)
-                return AppendResult(thread_id, stored, replayed=True)
-            state = await projections.load_thread(conn, thread_id)
+                raise _Refused(current)
             pending = [
                 StoredEvent(
                     position=0,
@@ -113,9 +146,9 @@ class EventStore:
                     [_event_row(e) for e in pending],
                 )
             except IntegrityError as exc:
-                raise EventIdConflict(
-                    f"an event id of this append is stored already elsewhere: {exc.orig}"
-                ) from exc
+                # Only where there was no thread row to lock (a thread created twice at
+                # once) or an id is another event's: the constraint decides.
+                raise _Refused(None, exc) from exc
             positions = result.scalars()
             stored = [replace(e, position=p) for e, p in zip(pending, positions, strict=True)]
             await projections.save(
@@ -127,9 +160,29 @@ class EventStore:
                 known_runs=known_runs.keys(),
                 rolled_back=[i for e in pending for i in rolled_back_ids(e)],
             )
-        if self.on_append is not None:
-            self.on_append(len(stored))
         return AppendResult(thread_id, stored)
+
+    async def _refused(
+        self, thread_id: str, batch: list[NewEvent], expected_version: int, refused: _Refused
+    ) -> AppendResult:
+        """A replay of this append, or the conflict that refused it."""
+        async with self.db.engine.connect() as conn:
+            stored = await _stored_as(conn, thread_id, batch, expected_version)
+            if stored is not None:
+                return AppendResult(thread_id, stored, replayed=True)
+            current = refused.current
+            if current is None:
+                current = await _current_version(conn, thread_id)
+        if current != expected_version:
+            self._conflict()
+            raise VersionConflict(thread_id, expected_version, current)
+        raise EventIdConflict(
+            f"an event id of this append is stored already elsewhere: {refused.orig}"
+        ) from refused.error
+
+    def _conflict(self) -> None:
+        if self.on_conflict is not None:
+            self.on_conflict()
 
     async def current_version(self, thread_id: str) -> int:
         async with self.db.engine.connect() as conn:
@@ -171,15 +224,37 @@ class EventStore:
             return [event_from_row(row) for row in await conn.execute(query)]
 
     async def read_all(self, after_position: int = 0, limit: int = 500) -> list[StoredEvent]:
-        """Every thread's events after `after_position`, in commit order."""
-        query = (
-            sa.select(events_table)
-            .where(events_table.c.position > after_position)
-            .order_by(events_table.c.position)
-            .limit(limit)
-        )
+        """Every thread's events after the one at `after_position`, in feed order: what a
+        reader following the positions of the last events it got never misses nor reads
+        twice, however late a transaction commits.
+
+        SQLite commits positions in order (one writer at a time): the feed is position
+        order. On Postgres, appends to different threads run at once, so a smaller
+        position may commit after a larger one: the feed orders by (xid, position) — the
+        writing transaction's id first — and holds back every transaction from the oldest
+        one still in progress on (`pg_snapshot_xmin`), so no event can later appear before
+        a cursor. The cursor is the feed place of the event at `after_position`; a
+        position that names no event stands for the nearest event below it (none: the
+        start of the feed).
+        """
+        e = events_table.c
+        query = sa.select(events_table)
+        if self.db.dialect == "postgresql":
+            cursor_xid = (
+                sa.select(sa.func.coalesce(e.xid, 0))
+                .where(e.position <= after_position)
+                .order_by(e.position.desc())
+                .limit(1)
+                .scalar_subquery()
+            )
+            cursor = sa.tuple_(sa.func.coalesce(cursor_xid, -1), after_position)
+            query = query.where(
+                e.xid < _FEED_HORIZON, sa.tuple_(e.xid, e.position) > cursor
+            ).order_by(e.xid, e.position)
+        else:
+            query = query.where(e.position > after_position).order_by(e.position)
         async with self.db.engine.connect() as conn:
-            return [event_from_row(row) for row in await conn.execute(query)]
+            return [event_from_row(row) for row in await conn.execute(query.limit(limit))]
 
     async def get_message(self, thread_id: str, message_id: str) -> MessageState | None:
         """One message of the thread (from the read model), or None."""
@@ -276,6 +351,24 @@ class EventStore:
                 seen.add(row.message_id)
                 yield projections.message_from_row(row)
             current = rows[-1].parent_id if len(rows) == window else None
+
+
+# The feed's horizon: every transaction of this database below it has ended (committed or
+# not) in the reading statement's snapshot, so no event below it can appear later. That
+# is the snapshot's xmin, except that transactions positively seen in another database
+# of the cluster (which cannot write here) are passed over: a long one elsewhere does not
+# stall the feed. A transaction in the snapshot that pg_stat_activity no longer shows is
+# counted (it may have ended after the snapshot was taken, its events unseen).
+_FEED_HORIZON: sa.ColumnElement[int] = sa.literal_column(
+    """(SELECT LEAST(
+        pg_snapshot_xmax(s)::text::bigint,
+        (SELECT min(x::text::bigint) FROM pg_snapshot_xip(s) AS x
+         WHERE x::xid NOT IN (
+            SELECT backend_xid FROM pg_stat_activity
+            WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database())))
+    FROM pg_current_snapshot() AS s)""",
+    sa.BigInteger,
+)
 
 
 def _event_row(event: StoredEvent) -> dict[str, object]:

@@ -61,7 +61,20 @@ events = sa.Table(
     sa.Column("data", JSONType, nullable=False),
     sa.Column("metadata", JSONType, nullable=False),
     sa.Column("recorded_at", UTCDateTime, nullable=False),
+    # Postgres: the id of the transaction that wrote the event, set by a server default
+    # (`pg_current_xact_id()`, migration 0010; 0 for the events written before it). The
+    # feed orders by (xid, position) and serves only the transactions below the oldest one
+    # in progress (see `EventStore.read_all`). SQLite: NULL (positions commit in order).
+    sa.Column("xid", sa.BigInteger, nullable=True),
     sa.UniqueConstraint("thread_id", "version"),
+)
+
+# The feed's order (on SQLite, where no row has an xid, empty).
+sa.Index(
+    "ix_events_xid_position",
+    events.c.xid,
+    events.c.position,
+    sqlite_where=events.c.xid.is_not(None),
 )
 
 threads = sa.Table(
@@ -172,15 +185,13 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return {"value": value}
 
 
-# Any fixed number: the key of the Postgres advisory lock that orders appends.
-APPEND_LOCK_KEY = 5_202_611
+async def exclude_appends(conn: AsyncConnection) -> None:
+    """Keep appends out until this transaction ends (a rebuild of the read models).
 
-
-async def lock_appends(conn: AsyncConnection) -> None:
-    """Serialise writers of `events` (SQLite writers hold the write lock already).
-
-    Held to commit, so positions become visible in increasing order and a
-    reader of the global feed never sees a gap fill in later.
+    SQLite writers hold the write lock already. On Postgres an append locks its thread's
+    row (`threads`, FOR NO KEY UPDATE) and then inserts into `events`: EXCLUSIVE locks on
+    both tables, taken in that order, wait for the appends in flight and hold off the
+    next ones, while plain reads go on.
     """
     if conn.dialect.name == "postgresql":
-        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))
+        await conn.execute(sa.text("LOCK TABLE threads, events IN EXCLUSIVE MODE"))

@@ -139,7 +139,7 @@ async def event_feed(
     after_position: Annotated[int, Query(ge=0, le=MAX_INTEGER)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> EventFeed:
-    """Every thread's events in commit order; following `next_after_position` never
+    """Every thread's events in feed order; following `next_after_position` never
     misses one, even one whose transaction committed late."""
     page, next_after = await admin.events_after(after_position, limit)
     return EventFeed(events=[Event.of(e) for e in page], next_after_position=next_after)
