@@ -36,6 +36,9 @@ class Settings(ModelSettings):
     # Longest silence tolerated while waiting for the upstream's next bytes:
     # a stalled stream ends with an error after this many seconds.
     openai_read_timeout: float = Field(default=60.0, gt=0)
+    # Connections to the upstream: each streamed answer holds one until it ends, so
+    # this bounds the agent's concurrent generations (the SDK's own default is 1000).
+    openai_max_connections: int = Field(default=2000, ge=1)
     # Pause between the echo provider's streamed words, to watch streaming work.
     echo_word_delay: float = Field(default=0.0, ge=0, le=5)
 

@@ -20,6 +20,10 @@ from loguru import logger
 
 CONNECT_TIMEOUT = 5.0
 HEALTH_TIMEOUT = 2.0
+# An idle connection to the agent is dropped after this long, well before the agent's
+# server closes it (uvicorn: 5 s): sent on a connection the server is closing, a turn
+# would fail with a ReadError before the agent ever saw it.
+KEEPALIVE_SECONDS = 2.0
 
 RATE_LIMITED = "llm_rate_limited"
 TIMEOUT = "llm_timeout"
@@ -219,7 +223,9 @@ class LLMAgentClient:
             # Idle connections are kept as many as may be open: a burst of turns
             # reuses them instead of opening new ones after the last burst.
             limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=KEEPALIVE_SECONDS,
             ),
         )
         # Health probes get a small pool of their own: a pool full of answers is

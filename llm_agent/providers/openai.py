@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+import httpx2
 import openai
 from openai import AsyncOpenAI, AsyncStream, RequestOptions
 from openai.types import CompletionUsage
@@ -156,6 +157,15 @@ class OpenAIProvider:
             base_url=self.base_url,
             organization=settings.openai_organization,
             max_retries=0,
+            # The SDK's defaults otherwise (redirects, timeouts), with our bound on
+            # connections: a stream holds one for its whole length, and past the
+            # bound a generation waits for one instead of starting.
+            http_client=openai.DefaultAsyncHttpxClient(
+                limits=httpx2.Limits(
+                    max_connections=settings.openai_max_connections,
+                    max_keepalive_connections=min(100, settings.openai_max_connections),
+                )
+            ),
             timeout=openai.Timeout(
                 connect=settings.openai_connect_timeout,
                 read=settings.openai_read_timeout,

@@ -39,7 +39,7 @@ from main_backend.conversation.ids import (
     run_started_id,
     terminal_event_id,
 )
-from main_backend.conversation.progress import ProgressRecorder, RunProgress
+from main_backend.conversation.progress import ProgressRecorder, RunProgress, TextBuffer
 from main_backend.conversation.prompt import prompt_at
 from main_backend.conversation.turns import TurnPlan
 from main_backend.errors import EventIdConflict, VersionConflict
@@ -247,7 +247,7 @@ async def _generate(
     """Relay the answer as it streams (to listeners here and to `on_text`, which
     saves it for the other replicas); stop at once when the run is cancelled."""
     write = get_stream_writer()
-    parts: list[str] = []
+    answer = TextBuffer()  # not a string per delta: an answer may have thousands
     started = time.perf_counter()
     iterator = aiter(stream)
     try:
@@ -261,7 +261,7 @@ async def _generate(
                 # Let the stream unwind before it is closed below.
                 with contextlib.suppress(BaseException):
                     await next_item
-                return {"status": "cancelled", "content": "".join(parts), "model": model}
+                return {"status": "cancelled", "content": answer.text(), "model": model}
             try:
                 item = next_item.result()
             except StopAsyncIteration:
@@ -269,13 +269,13 @@ async def _generate(
                     "llm_upstream_error", "the answer ended unexpectedly", retryable=True
                 ) from None
             if isinstance(item, LLMDelta):
-                parts.append(item.text)
+                answer.add(item.text)
                 write(RunDelta(item.text))
                 on_text(item.text)
                 continue
             return {
                 "status": "completed",
-                "content": "".join(parts),
+                "content": answer.text(),
                 "model": item.model or model,
                 "finish_reason": item.finish_reason,
                 "usage": item.usage,
@@ -286,7 +286,7 @@ async def _generate(
         logger.warning("LLM call failed: {} {}", error.code, error.message)
         return {
             "status": "failed",
-            "content": "".join(parts),
+            "content": answer.text(),
             "model": model,
             "error": {
                 "code": error.code,

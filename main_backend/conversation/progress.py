@@ -12,6 +12,7 @@ row keeps only the attempt that wrote it.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,53 @@ from main_backend.db import Database
 SAVE_SECONDS = 0.1
 # How long a run's end waits for a progress save in flight.
 STOP_WAIT_SECONDS = 1.0
+
+
+# Deltas a `TextBuffer` keeps apart before it joins them into one block.
+BLOCK_PIECES = 64
+
+
+class TextBuffer:
+    """An answer that grows a delta at a time, kept in few objects.
+
+    A model streams an answer in pieces of a few characters, and an object per piece
+    (a string, a list slot, an event) costs several times the text it holds, for as
+    long as the answer goes on. Pieces are joined into blocks of `BLOCK_PIECES`, and
+    `since(offset)` reads what lies past an offset without joining the whole text.
+    """
+
+    __slots__ = ("_ends", "_loose", "_parts", "length")
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._ends: list[int] = []  # where each part ends in the text
+        self._loose = 0  # pieces at the end not yet joined into a block
+        self.length = 0
+
+    def add(self, text: str) -> None:
+        if not text:
+            return
+        self.length += len(text)
+        self._parts.append(text)
+        self._ends.append(self.length)
+        self._loose += 1
+        if self._loose >= BLOCK_PIECES:
+            block = "".join(self._parts[-self._loose :])
+            del self._parts[-self._loose :], self._ends[-self._loose :]
+            self._parts.append(block)
+            self._ends.append(self.length)
+            self._loose = 0
+
+    def since(self, offset: int) -> str:
+        """The text past its first `offset` characters."""
+        if offset >= self.length:
+            return ""
+        index = bisect.bisect_right(self._ends, offset)
+        start = self._ends[index - 1] if index else 0
+        return self._parts[index][offset - start :] + "".join(self._parts[index + 1 :])
+
+    def text(self) -> str:
+        return self.since(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +149,7 @@ class ProgressRecorder:
         self.thread_id = thread_id
         self.attempt = attempt
         self.interval = interval
-        self.parts: list[str] = []
+        self.text = TextBuffer()
         self.saved = 0
         self._wake = asyncio.Event()
         self._closed = asyncio.Event()
@@ -114,7 +162,7 @@ class ProgressRecorder:
         self._task = asyncio.create_task(self._loop(), name=f"progress {self.run_id}")
 
     def add(self, text: str) -> None:
-        self.parts.append(text)
+        self.text.add(text)
         self._wake.set()
 
     async def stop(self) -> None:
@@ -139,9 +187,9 @@ class ProgressRecorder:
                 await asyncio.wait_for(self._closed.wait(), self.interval)
 
     async def _save(self) -> None:
-        text = "".join(self.parts)
-        if len(text) == self.saved:
+        if self.text.length == self.saved:
             return
+        text = self.text.text()
         try:
             await self.progress.save(self.run_id, self.thread_id, self.attempt, text)
             self.saved = len(text)

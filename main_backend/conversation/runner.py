@@ -46,6 +46,7 @@ from main_backend.conversation.graph import (
 )
 from main_backend.conversation.ids import run_queued_id, run_started_id
 from main_backend.conversation.leases import OrphanRun, RunLeases
+from main_backend.conversation.progress import TextBuffer
 from main_backend.conversation.turns import TurnPlan, plan_queued_start, queued_run_end
 from main_backend.db import is_database_unavailable
 from main_backend.errors import InvalidEvent, TooManyActiveRuns, VersionConflict
@@ -60,7 +61,11 @@ RunEvent = RunStarted | RunDelta | RunEnded
 
 
 class RunHandle:
-    """One run as this replica drives it: its events so far, for any number of listeners."""
+    """One run as this replica drives it: its events so far, for any number of listeners.
+
+    The answer is kept as its text (a `TextBuffer`), not as its deltas: a listener gets
+    what came since it last looked as one delta (streams.py: deltas may be cut
+    differently on each connection; their text joined is the same)."""
 
     def __init__(self, thread_id: str, run_id: str, context: TurnContext) -> None:
         self.thread_id = thread_id
@@ -69,24 +74,22 @@ class RunHandle:
         self.attempt = context.attempt
         self.context = context
         self.cancel = context.cancel
-        self.events: list[RunEvent] = []
+        self.started: RunStarted | None = None
+        self.text = TextBuffer()
+        self.ended: RunEnded | None = None
         self.error: BaseException | None = None
         self.finished = False
         self._changed = asyncio.Condition()
         self.task: asyncio.Task[None] | None = None
 
-    @property
-    def started(self) -> RunStarted | None:
-        return next((e for e in self.events if isinstance(e, RunStarted)), None)
-
-    @property
-    def ended(self) -> RunEnded | None:
-        last = self.events[-1] if self.events else None
-        return last if isinstance(last, RunEnded) else None
-
     async def publish(self, event: RunEvent) -> None:
         async with self._changed:
-            self.events.append(event)
+            if isinstance(event, RunStarted):
+                self.started = event
+            elif isinstance(event, RunDelta):
+                self.text.add(event.text)
+            else:
+                self.ended = event
             self._changed.notify_all()
 
     async def finish(self, error: BaseException | None = None) -> None:
@@ -109,20 +112,35 @@ class RunHandle:
             await self._changed.wait_for(lambda: self.finished)
         return self.ended
 
-    def _has_news(self, seen: int) -> bool:
-        return len(self.events) > seen or self.finished
+    def _has_news(self, started: bool, offset: int, ended: bool) -> bool:
+        return (
+            (self.started is not None and not started)
+            or self.text.length > offset
+            or (self.ended is not None and not ended)
+            or self.finished
+        )
 
     async def follow(self) -> AsyncIterator[RunEvent]:
         """Every event from the first, then each as it comes, until the run is over."""
-        index = 0
+        started = ended = False
+        offset = 0
         while True:
             async with self._changed:
-                await self._changed.wait_for(partial(self._has_news, index))
-                fresh, done = self.events[index:], self.finished
-            index += len(fresh)
+                await self._changed.wait_for(partial(self._has_news, started, offset, ended))
+                fresh: list[RunEvent] = []
+                if self.started is not None and not started:
+                    fresh.append(self.started)
+                    started = True
+                if self.text.length > offset:
+                    fresh.append(RunDelta(self.text.since(offset)))
+                    offset = self.text.length
+                if self.ended is not None and not ended:
+                    fresh.append(self.ended)
+                    ended = True
+                done = self.finished
             for event in fresh:
                 yield event
-            if done and index >= len(self.events):
+            if done:
                 return
 
 
