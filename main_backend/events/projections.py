@@ -48,10 +48,38 @@ def thread_from_row(row: sa.Row[Any]) -> ThreadState:
 
 
 def message_row(message: MessageState) -> dict[str, Any]:
-    return asdict(message)
+    """The read model's row of a message: all of it but its text, which its event holds."""
+    row = asdict(message)
+    del row["content"]
+    return row
+
+
+def message_content() -> sa.ColumnElement[str]:
+    """The text of messages, read from their `message.added` events: selected from
+    `with_events(...)`."""
+    content: sa.ColumnElement[str] = events_table.c.data["content"].as_string()
+    return content.label("content")
+
+
+def with_events(messages: sa.FromClause) -> sa.Join:
+    """`messages` joined to their events: each message's is the event at its
+    (thread_id, version) (the log's unique index), the `message.added` that added it."""
+    return messages.join(
+        events_table,
+        sa.and_(
+            events_table.c.thread_id == messages.c.thread_id,
+            events_table.c.version == messages.c.version,
+        ),
+    )
+
+
+def message_select() -> sa.Select[Any]:
+    """Whole messages: the read model's columns and the text from their events."""
+    return sa.select(messages_table, message_content()).select_from(with_events(messages_table))
 
 
 def message_from_row(row: sa.Row[Any]) -> MessageState:
+    """A message from a row of `message_select` (or any query adding its events' text)."""
     return MessageState(**sanitise(row._asdict(), f"the read model of message {row.message_id}"))
 
 
@@ -323,7 +351,7 @@ async def verify(db: Database) -> VerifyReport:
             stored_messages = {
                 row.message_id: message_row(message_from_row(row))
                 for row in await conn.execute(
-                    sa.select(messages_table).where(messages_table.c.thread_id == state.thread_id)
+                    message_select().where(messages_table.c.thread_id == state.thread_id)
                 )
             }
             for message in folded.messages:
