@@ -66,11 +66,13 @@ def message_row(message: MessageState) -> dict[str, Any]:
     return {name: getattr(message, name) for name in _MESSAGE_FIELDS}
 
 
-def message_content() -> sa.ColumnElement[str]:
-    """The text of messages, read from their `message.added` events: selected from
-    `with_events(...)`."""
-    content: sa.ColumnElement[str] = events_table.c.data["content"].as_string()
-    return content.label("content")
+def message_content() -> sa.ColumnElement[Any]:
+    """What a message's text is read from: its `message.added` event's data, selected from
+    `with_events(...)` (`message_from_row` takes the text out). The whole data, decoded by
+    the driver as the log's reads decode it: SQLite's json_extract would hand back the
+    escaped lone surrogate of a log written around the checks as bytes no driver decodes."""
+    data: sa.ColumnElement[Any] = events_table.c.data
+    return data.label("event_data")
 
 
 def with_events(messages: sa.FromClause) -> sa.Join:
@@ -93,6 +95,10 @@ def message_select() -> sa.Select[Any]:
 def message_from_row(row: sa.Row[Any]) -> MessageState:
     """A message from a row of `message_select` (or any query adding its events' text)."""
     values = row._asdict()
+    data = values.pop("event_data")
+    text = data.get("content") if isinstance(data, dict) else None
+    # (A row not made from a readable `message.added`, written around the checks, has none.)
+    values["content"] = text if isinstance(text, str) else ""
     # Its values are flat (no JSON), so one search over its texts finds any repair to make:
     # a thread's thousands of messages are not walked value by value.
     if LONE_SURROGATE.search("".join(v for v in values.values() if isinstance(v, str))):
