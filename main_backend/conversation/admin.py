@@ -1,7 +1,9 @@
 """What operators see: every thread, the raw log, replays, and the read models' health.
 
-A replay folds a thread from its events up to a version (never from the read
-model: every branch as it stood then, the path active then marked) and builds its
+A replay folds a thread from its events up to a version (every branch as it stood then,
+the path active then marked); at the thread's current version the read model is that
+fold already (`GET /admin/projections/verify` checks it), so it is read, not redone. It
+builds its
 prompt with `prompt_at`, the very function the turn graph's `call_llm` node
 calls, so it shows exactly what the model saw
 (docs/design.md, principle 4). Re-running a replay calls the LLM agent and appends
@@ -92,19 +94,28 @@ class AdminService:
         at = current if at_version is None else at_version
         if not 1 <= at <= current:
             raise InvalidRequest(f"at_version must be between 1 and {current}", "at_version")
-        # A run's run.started is appended right after its input, in the same append:
-        # the run started on the prompt at version N, if any, is event N + 1.
-        events = await self.store.read_thread(thread_id, from_version=1, to_version=at + 1)
-        thread, messages = fold(events[:at])
-        assert thread is not None
-        started = next(
-            (
-                data
-                for e in events[at:]
-                if (data := _run_started(e)) is not None and data["prompt_version"] == at
-            ),
-            None,
-        )
+        async with self.store.db.engine.connect() as conn:
+            found = await projections.load_thread(conn, thread_id)
+            if found is not None and found.version == at:
+                # The thread as it is: no run was started on this prompt (its run.started
+                # would be in the same append, so at a later version).
+                thread, started = found, None
+                messages = await projections.load_messages(conn, thread_id, at)
+            else:
+                # A run's run.started is appended right after its input, in the same
+                # append: the run started on the prompt at version N, if any, is event N + 1.
+                events = await projections.read_for_fold(conn, thread_id, at + 1)
+                folded, messages = fold(events[:at])
+                assert folded is not None
+                thread = folded
+                started = next(
+                    (
+                        data
+                        for e in events[at:]
+                        if (data := _run_started(e)) is not None and data["prompt_version"] == at
+                    ),
+                    None,
+                )
         # The run started there answers its `parent_id` (a regeneration answers a question
         # off the active path); a new turn would answer the active leaf of then.
         answered = started.get("parent_id") if started is not None else None

@@ -22,7 +22,7 @@ from main_backend.errors import (
     VersionConflict,
 )
 from main_backend.events.fold import MessageState, ThreadState, active_path, fold
-from main_backend.events.projections import message_from_row, thread_from_row
+from main_backend.events.projections import message_from_row, message_select, thread_from_row
 from main_backend.events.store import EventStore
 from main_backend.events.tables import messages as messages_table
 from main_backend.events.tables import threads as threads_table
@@ -237,7 +237,7 @@ class ThreadService:
         if not found:
             return found
         query = (
-            sa.select(messages_table)
+            message_select()
             .where(m.thread_id.in_(found), m.active.is_(True))
             .order_by(m.thread_id, m.version)
         )
@@ -265,7 +265,7 @@ class ThreadService:
         await owned_thread(self.store, thread_id, user)
         m = messages_table.c
         query = (
-            sa.select(messages_table)
+            message_select()
             .where(m.thread_id == thread_id, m.version > after_version, m.active.is_(True))
             .order_by(m.version)
             .limit(limit + 1)

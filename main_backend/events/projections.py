@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Collection, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -26,19 +26,33 @@ from main_backend.events.fold import (
     fold_runs,
     path_ids,
 )
-from main_backend.events.tables import event_from_row, exclude_appends
 from main_backend.events.tables import events as events_table
+from main_backend.events.tables import exclude_appends
 from main_backend.events.tables import messages as messages_table
 from main_backend.events.tables import runs as runs_table
 from main_backend.events.tables import threads as threads_table
 from main_backend.events.types import StoredEvent
 from main_backend.values import sanitise
+from stubichat_common.text import LONE_SURROGATE
 
-_BATCH = 500
+# Rows per multi-row INSERT of a rebuild, and events per fetch of its read of the log.
+_BATCH = 1000
+_FETCH = 2000
+
+
+def _fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+# Rows are shallow copies (no `asdict`: its deep copy was most of a rebuild's time): a row
+# is only handed to an INSERT or compared, never changed.
+_THREAD_FIELDS = _fields(ThreadState)
+_MESSAGE_FIELDS = tuple(f for f in _fields(MessageState) if f != "content")
+_RUN_FIELDS = _fields(RunState)
 
 
 def thread_row(state: ThreadState) -> dict[str, Any]:
-    return asdict(state)
+    return {name: getattr(state, name) for name in _THREAD_FIELDS}
 
 
 def thread_from_row(row: sa.Row[Any]) -> ThreadState:
@@ -48,15 +62,52 @@ def thread_from_row(row: sa.Row[Any]) -> ThreadState:
 
 
 def message_row(message: MessageState) -> dict[str, Any]:
-    return asdict(message)
+    """The read model's row of a message: all of it but its text, which its event holds."""
+    return {name: getattr(message, name) for name in _MESSAGE_FIELDS}
+
+
+def message_content() -> sa.ColumnElement[Any]:
+    """What a message's text is read from: its `message.added` event's data, selected from
+    `with_events(...)` (`message_from_row` takes the text out). The whole data, decoded by
+    the driver as the log's reads decode it: SQLite's json_extract would hand back the
+    escaped lone surrogate of a log written around the checks as bytes no driver decodes."""
+    data: sa.ColumnElement[Any] = events_table.c.data
+    return data.label("event_data")
+
+
+def with_events(messages: sa.FromClause) -> sa.Join:
+    """`messages` joined to their events: each message's is the event at its
+    (thread_id, version) (the log's unique index), the `message.added` that added it."""
+    return messages.join(
+        events_table,
+        sa.and_(
+            events_table.c.thread_id == messages.c.thread_id,
+            events_table.c.version == messages.c.version,
+        ),
+    )
+
+
+def message_select() -> sa.Select[Any]:
+    """Whole messages: the read model's columns and the text from their events."""
+    return sa.select(messages_table, message_content()).select_from(with_events(messages_table))
 
 
 def message_from_row(row: sa.Row[Any]) -> MessageState:
-    return MessageState(**sanitise(row._asdict(), f"the read model of message {row.message_id}"))
+    """A message from a row of `message_select` (or any query adding its events' text)."""
+    values = row._asdict()
+    data = values.pop("event_data")
+    text = data.get("content") if isinstance(data, dict) else None
+    # (A row not made from a readable `message.added`, written around the checks, has none.)
+    values["content"] = text if isinstance(text, str) else ""
+    # Its values are flat (no JSON), so one search over its texts finds any repair to make:
+    # a thread's thousands of messages are not walked value by value.
+    if LONE_SURROGATE.search("".join(v for v in values.values() if isinstance(v, str))):
+        values = sanitise(values, f"the read model of message {row.message_id}")
+    return MessageState(**values)
 
 
 def run_row(run: RunState) -> dict[str, Any]:
-    return asdict(run)
+    return {name: getattr(run, name) for name in _RUN_FIELDS}
 
 
 def run_from_row(row: sa.Row[Any]) -> RunState:
@@ -194,6 +245,38 @@ async def move_active_path(conn: AsyncConnection, thread_id: str, leaf_id: str |
         )
 
 
+async def load_messages(
+    conn: AsyncConnection, thread_id: str, to_version: int
+) -> list[MessageState]:
+    """Every message of the thread's read model (every branch, rolled-back ones too) up to
+    `to_version`, oldest first."""
+    m = messages_table.c
+    query = (
+        message_select()
+        .where(m.thread_id == thread_id, m.version <= to_version)
+        .order_by(m.version)
+    )
+    return [message_from_row(row) for row in await conn.execute(query)]
+
+
+async def read_for_fold(
+    conn: AsyncConnection, thread_id: str, to_version: int
+) -> list[StoredEvent]:
+    """The thread's events up to `to_version`, as the fold reads them (`_fold_input`)."""
+    query = _fold_query().where(
+        events_table.c.thread_id == thread_id, events_table.c.version <= to_version
+    )
+    return [_fold_input(row) for row in await conn.execute(query)]
+
+
+def _fold_query() -> sa.Select[Any]:
+    """Events in (thread, version) order, with only what the fold reads: not their
+    metadata (request ids, users), which nothing folds."""
+    e = events_table.c
+    query = sa.select(e.position, e.event_id, e.thread_id, e.version, e.type, e.data, e.recorded_at)
+    return query.order_by(e.thread_id, e.version)
+
+
 @dataclass(frozen=True, slots=True)
 class _Folded:
     """One thread folded from its log: no state (nor runs) when it cannot be folded."""
@@ -205,18 +288,62 @@ class _Folded:
 
 
 async def _folded_threads(conn: AsyncConnection) -> AsyncIterator[_Folded]:
-    """Every thread folded from the log, one at a time."""
-    query = sa.select(events_table).order_by(events_table.c.thread_id, events_table.c.version)
+    """Every thread folded from the log, one at a time: the log read in one ordered pass,
+    `_FETCH` rows per fetch (not a round trip per row)."""
+    query = _fold_query().execution_options(yield_per=_FETCH)
     current: list[StoredEvent] = []
     result = await conn.stream(query)
-    async for row in result:
-        event = event_from_row(row)
-        if current and current[0].thread_id != event.thread_id:
-            yield _fold_or_skip(current)
-            current = []
-        current.append(event)
+    async for rows in result.partitions():
+        for row in rows:
+            event = _fold_input(row)
+            if current and current[0].thread_id != event.thread_id:
+                yield _fold_or_skip(current)
+                current = []
+            current.append(event)
     if current:
         yield _fold_or_skip(current)
+
+
+def _clean_flat(data: Any) -> bool:
+    """True for an object of scalars and no text to repair (a `message.added`'s, most of
+    a log): one search over its texts instead of `sanitise`'s walk. False: walk it."""
+    if type(data) is not dict:
+        return False
+    texts = []
+    for key, value in data.items():
+        texts.append(key)
+        if isinstance(value, str):
+            texts.append(value)
+        elif value is not None and not isinstance(value, bool | int | float):
+            return False
+    return LONE_SURROGATE.search("".join(texts)) is None
+
+
+def _fold_input(row: Any) -> StoredEvent:
+    """A stored event as the fold reads it: its data repaired as `event_from_row` repairs
+    it (a string that cannot be served, JSON that is not an object), no metadata."""
+    data = row.data
+    # (`where` built only for a repair: a rebuild reads every event of the log.)
+    if not _clean_flat(data):
+        data = sanitise(data, "the data of an event being folded")
+    if data is not row.data:
+        logger.warning("(that event is at position {})", row.position)
+    if not isinstance(data, dict):
+        logger.warning(
+            'the data of the event at position {} is not an object; folded as {{"value": ...}}',
+            row.position,
+        )
+        data = {"value": data}
+    return StoredEvent(
+        position=row.position,
+        event_id=row.event_id,
+        thread_id=row.thread_id,
+        version=row.version,
+        type=row.type,
+        data=data,
+        metadata={},
+        recorded_at=row.recorded_at,
+    )
 
 
 def _fold_or_skip(events: list[StoredEvent]) -> _Folded:
@@ -328,7 +455,7 @@ async def verify(db: Database) -> VerifyReport:
             stored_messages = {
                 row.message_id: message_row(message_from_row(row))
                 for row in await conn.execute(
-                    sa.select(messages_table).where(messages_table.c.thread_id == state.thread_id)
+                    message_select().where(messages_table.c.thread_id == state.thread_id)
                 )
             }
             for message in folded.messages:

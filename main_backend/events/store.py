@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from loguru import logger
@@ -257,9 +258,9 @@ class EventStore:
             return [event_from_row(row) for row in await conn.execute(query.limit(limit))]
 
     async def get_message(self, thread_id: str, message_id: str) -> MessageState | None:
-        """One message of the thread (from the read model), or None."""
+        """One message of the thread (from the read model and its event), or None."""
         # By primary key alone (see `iter_path`), the thread checked after.
-        query = sa.select(messages_table).where(messages_table.c.message_id == message_id)
+        query = projections.message_select().where(messages_table.c.message_id == message_id)
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(query)).first()
         if row is None or row.thread_id != thread_id:
@@ -336,8 +337,10 @@ class EventStore:
                     up.c.depth < window - 1,
                 )
             )
-            query = (
-                sa.select(*(up.c[c.name] for c in messages_table.c))
+            # The texts joined in last, only for the messages the walk kept.
+            query: sa.Select[Any] = (
+                sa.select(*(up.c[c.name] for c in messages_table.c), projections.message_content())
+                .select_from(projections.with_events(up))
                 .where(up.c.thread_id == thread_id)
                 .order_by(up.c.depth)
             )

@@ -109,7 +109,8 @@ messages = sa.Table(
     sa.Column("thread_id", ID, sa.ForeignKey("threads.thread_id"), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("role", sa.String(16), nullable=False),
-    sa.Column("content", sa.Text, nullable=False),
+    # No text: a message's content is its `message.added` event's, the event at the same
+    # (thread_id, version), joined in by the reads (projections.message_select).
     sa.Column("run_id", ID, nullable=True),
     sa.Column("partial", sa.Boolean, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
@@ -134,7 +135,7 @@ sa.Index(
     postgresql_where=messages.c.active.is_(True),
 )
 
-# One row per run, kept small (no texts): its answer is in `messages`, its events in the log.
+# One row per run, kept small (no texts): its answer is a message, its events in the log.
 runs = sa.Table(
     "runs",
     metadata,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any
 
+import pydantic_core
 from fastapi import APIRouter, Body, Depends, Path, Query
+from fastapi.responses import StreamingResponse
 
 from main_backend.api.deps import AdminDep, RequestIdDep, require_admin
 from main_backend.api.errors import error_responses
@@ -17,7 +20,6 @@ from main_backend.api.schemas import (
     PromptMessage,
     PromptParams,
     RebuildResponse,
-    ReplayedMessage,
     ReplayPrompt,
     ReplayRequest,
     ReplayResponse,
@@ -29,7 +31,7 @@ from main_backend.api.schemas import (
     VerifyResponse,
 )
 from main_backend.conversation.admin import Replay
-from main_backend.events.fold import children
+from main_backend.events.fold import MessageState, children
 from main_backend.llm_client import LLM_CODES
 from main_backend.values import MAX_INTEGER, MAX_VERSION
 from stubichat_common.routing import JSONRoute
@@ -50,6 +52,9 @@ router = APIRouter(
 )
 
 ThreadId = Annotated[Text, Path(min_length=1, max_length=64)]
+
+# Messages serialised per chunk of a streamed replay.
+_REPLAY_CHUNK = 500
 
 
 @router.get("/threads", response_model=AdminThreadList)
@@ -86,21 +91,47 @@ async def replay(
     thread_id: ThreadId,
     admin: AdminDep,
     at_version: Annotated[int | None, Query(le=MAX_VERSION)] = None,
-) -> ReplayResponse:
+) -> StreamingResponse:
     """The thread rebuilt from its events up to `at_version` (default: all): every
     message of every branch, the path active then marked `active`; and the prompt a turn
     at that version sends to the LLM agent."""
     found = await admin.replay(thread_id, at_version)
+    # A thread of thousands of messages: streamed in chunks, each message serialised from
+    # a plain dict (what `ReplayedMessage` serialises to), not validated as a model three
+    # times over; the small parts go through their models.
+    return StreamingResponse(_replay_body(found), media_type="application/json")
+
+
+def _replay_body(found: Replay) -> Iterator[bytes]:
     tree = children(found.messages)
-    return ReplayResponse(
-        at_version=found.at_version,
-        thread=Thread.of(found.thread),
-        messages=[
-            ReplayedMessage.replayed(m, tree.get(m.parent_id, [m.message_id]))
-            for m in found.messages
-        ],
-        prompt=_prompt(found, found.model, found.params),
-    )
+    thread = Thread.of(found.thread).model_dump_json()
+    yield f'{{"at_version":{found.at_version},"thread":{thread},"messages":['.encode()
+    messages = found.messages
+    for start in range(0, len(messages), _REPLAY_CHUNK):
+        chunk = [
+            _replayed(m, tree.get(m.parent_id, [m.message_id]))
+            for m in messages[start : start + _REPLAY_CHUNK]
+        ]
+        body = pydantic_core.to_json(chunk)[1:-1]
+        yield body if start == 0 else b"," + body
+    prompt = _prompt(found, found.model, found.params).model_dump_json()
+    yield f'],"prompt":{prompt}}}'.encode()
+
+
+def _replayed(message: MessageState, sibling_ids: list[str]) -> dict[str, Any]:
+    """`ReplayedMessage.replayed(message, sibling_ids)`, as it serialises."""
+    return {
+        "id": message.message_id,
+        "role": message.role,
+        "content": message.content,
+        "created_at": message.created_at,
+        "version": message.version,
+        "run_id": message.run_id,
+        "parent_id": message.parent_id,
+        "sibling_ids": sibling_ids,
+        "rolled_back": message.rolled_back,
+        "active": message.active,
+    }
 
 
 @router.post(

@@ -505,7 +505,7 @@ def test_rebuild_then_verify_and_a_tampered_read_model_is_reported_and_fixed(
     assert (
         execute(
             database_url,
-            "UPDATE messages SET content = 'forged' WHERE thread_id = :t AND version = 2",
+            "UPDATE messages SET role = 'assistant' WHERE thread_id = :t AND version = 2",
             t=other,
         )
         == 1
@@ -516,7 +516,7 @@ def test_rebuild_then_verify_and_a_tampered_read_model_is_reported_and_fixed(
     assert [
         (m["kind"], m["thread_id"], m["field"], m["expected"], m["actual"]) for m in mismatches
     ] == [
-        ("message", other, "content", "another thread", "forged"),
+        ("message", other, "role", "user", "assistant"),
         ("thread", thread_id, "title", "Numbers", "tampered"),
     ]
     assert backend.get(f"/threads/{thread_id}").json()["title"] == "tampered"

@@ -116,8 +116,7 @@ async def test_verify_names_each_tampered_field(store: EventStore, db: Database)
         )
         await conn.execute(
             sa.text(
-                "UPDATE messages SET content = 'forged' "
-                "WHERE thread_id = 'thread-4' AND version = 2"
+                "UPDATE messages SET role = 'system' WHERE thread_id = 'thread-4' AND version = 2"
             )
         )
         await conn.execute(
@@ -137,7 +136,7 @@ async def test_verify_names_each_tampered_field(store: EventStore, db: Database)
     found = {(m["kind"], m["thread_id"], m.get("field")) for m in report.mismatches}
     assert found == {
         ("thread", "thread-0", "title"),
-        ("message", "thread-4", "content"),
+        ("message", "thread-4", "role"),
         ("missing_message", "thread-1", None),
         ("run", "thread-2", "model"),
         ("missing_run", "thread-3", None),
