@@ -5,6 +5,7 @@ each sends upstream, their errors (which append nothing), streaming, idempotency
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -466,6 +467,10 @@ def test_a_busy_thread_refuses_rebranches_and_checkouts(
     slow(upstream, pieces=100)
     running = backend.post("/chat/", json=ask("Q2", thread_id=thread_id, background=True))
     assert running.status_code == 202
+    # The background run has recorded its input; its upstream call may come a moment later.
+    deadline = time.monotonic() + 20
+    while len(upstream.chat_requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
     version = thread_of(backend, thread_id)["version"]
     for response in (
         edit(backend, thread_id, q1["id"], "Q1 again"),
