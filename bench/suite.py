@@ -124,6 +124,13 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--only", help=f"comma-separated sections of: {', '.join(NAMES)}")
+    parser.add_argument(
+        "--growth-turns", type=int, help=f"default {growth.TURNS} (smoke {growth.SMOKE_TURNS})"
+    )
+    parser.add_argument(
+        "--stream-sizes",
+        help=f"comma-separated; default {','.join(map(str, streams.SIZES))}",
+    )
     parser.add_argument("--note", default="", help="a line added to the results' header")
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else set(NAMES)
@@ -152,7 +159,19 @@ def main() -> None:
             start_backend = partial(backend, url, agent, log_dir, **common.BACKEND_ENV)
             with start_backend(name=f"backend-{key}") as service:
                 current = common.Engine(
-                    key, label, url, upstream, agent, service, log_dir, args.smoke, start_backend
+                    key,
+                    label,
+                    url,
+                    upstream,
+                    agent,
+                    service,
+                    log_dir,
+                    args.smoke,
+                    start_backend,
+                    growth_turns=args.growth_turns,
+                    stream_sizes=tuple(int(n) for n in args.stream_sizes.split(","))
+                    if args.stream_sizes
+                    else None,
                 )
                 for module in RUN_ORDER:
                     if module.NAME not in only:
@@ -168,9 +187,8 @@ def main() -> None:
     header = [
         "# Benchmark results" + (" (smoke: the numbers mean nothing)" if args.smoke else ""),
         "",
-        "Written by `.venv/bin/python bench/suite.py"
-        + (" --smoke" if args.smoke else "")
-        + f"` in {time.monotonic() - started:.0f} s.",
+        f"Written by `.venv/bin/python bench/suite.py {' '.join(sys.argv[1:])}`".replace(" `", "`")
+        + f" in {time.monotonic() - started:.0f} s.",
         "",
         machine(load_before, measured),
     ]

@@ -57,6 +57,8 @@ class Engine:
     smoke: bool
     # Starts another backend process on the same database (a context manager).
     start_backend: Callable[..., Any]
+    growth_turns: int | None = None  # None: the section's default
+    stream_sizes: tuple[int, ...] | None = None
 
 
 @dataclass

@@ -55,7 +55,7 @@ def sampled(turns: int) -> set[int]:
 
 
 def measure(engine: Engine) -> dict[str, Curve]:
-    turns = SMOKE_TURNS if engine.smoke else TURNS
+    turns = engine.growth_turns or (SMOKE_TURNS if engine.smoke else TURNS)
     curves = {f"ours {engine.label}": ours(engine, turns)}
     for variant in peers.variants():
         curves[peers.label(variant, engine.label)] = peer(engine, variant, turns)

@@ -118,7 +118,7 @@ async def hold(engine: Engine, n: int, chunk_delay: float) -> Hold:
 def measure(engine: Engine) -> list[Hold]:
     per_stream_open = FIRST_OPEN_SECONDS
     results = []
-    for n in SMOKE_SIZES if engine.smoke else SIZES:
+    for n in engine.stream_sizes or (SMOKE_SIZES if engine.smoke else SIZES):
         # Long enough gaps for the last stream to open before the first one ends.
         chunk_delay = max(
             0.3 if engine.smoke else 1.0, (n * per_stream_open * 1.5 + 2.0) / (len(PIECES) - 1)
