@@ -104,17 +104,17 @@ def per_turn(
 ) -> tuple[dict[str, float], list[tuple[str, float]]]:
     """Statements per turn by kind (less the idle rate over `seconds`), and the most
     frequent statements."""
-    diff: Counter[str] = Counter()
+    diff: dict[str, float] = {}
     for sql, calls in after.items():
         if "pg_stat" in sql:  # this script's own reads
             continue
         more = calls - before.get(sql, 0) - (idle or {}).get(sql, 0.0) * seconds
         if more > 0:
-            diff[sql] += more
+            diff[sql] = more
     by_kind = dict.fromkeys(KINDS, 0.0)
-    for sql, calls in diff.items():
-        by_kind[kind(sql)] += calls / turns
-    top = [(sql, calls / turns) for sql, calls in diff.most_common()]
+    for sql, extra in diff.items():
+        by_kind[kind(sql)] += extra / turns
+    top = sorted(((sql, extra / turns) for sql, extra in diff.items()), key=lambda t: -t[1])
     return by_kind, top
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict, cast
 
 import openai
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
@@ -41,7 +41,7 @@ ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 def _add_message_batches(state: list[AnyMessage], writes: Sequence[Any]) -> list[AnyMessage]:
     """`add_messages` over a batch of writes, as a `DeltaChannel` reducer wants it."""
     for write in writes:
-        state = add_messages(state, write)  # type: ignore[assignment]
+        state = add_messages(cast(Any, state), write)  # type: ignore[assignment]
     return state
 
 
@@ -63,8 +63,8 @@ def label(variant: Variant, engine_label: str) -> str:
 def build(
     variant: Variant, saver: BaseCheckpointSaver[Any], client: openai.AsyncOpenAI
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
-    async def model(state: dict[str, Any]) -> dict[str, Any]:
-        prompt = [
+    async def model(state: Any) -> dict[str, Any]:
+        prompt: list[Any] = [
             {"role": ROLES.get(m.type, "user"), "content": m.content} for m in state["messages"]
         ]
         answer = await client.chat.completions.create(model=MODEL, messages=prompt)

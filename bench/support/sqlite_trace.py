@@ -21,13 +21,13 @@ def _note(sql: str) -> None:
 
 
 def _traced_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-    connection = _connect(*args, **kwargs)
+    connection: sqlite3.Connection = _connect(*args, **kwargs)
     connection.set_trace_callback(_note)
     return connection
 
 
 def install() -> None:
-    sqlite3.connect = _traced_connect
+    sqlite3.connect = _traced_connect  # type: ignore[assignment]
 
 
 def uninstall() -> None:

@@ -5,7 +5,11 @@ changes: it is a script `bench/<name>.py`; `--smoke` makes it run a few fast
 iterations; it prints its results as table rows, an integer (the size measured)
 then one or more measurements with decimals. A benchmark that needs PostgreSQL
 gets it from `tests.support.databases.require_postgres`, so under CI=true an
-unreachable server fails it as it fails the tests.
+unreachable server fails it as it fails the tests. What the benchmarks share lives in
+subfolders (`bench/support/`, `bench/suite/`), which are not benchmarks.
+
+The suite (`bench/suite.py`) writes its results too: here into a temporary `--out`
+(never `bench/results/`), which must hold the markdown and a plot per section.
 """
 
 from __future__ import annotations
@@ -23,22 +27,51 @@ pytestmark = pytest.mark.e2e
 
 BENCHMARKS = sorted((REPO_ROOT / "bench").glob("*.py"))
 RESULT_ROW = re.compile(r"^ *\d+( +\d+\.\d+)+ *$", re.MULTILINE)
+TIMEOUT = 60
+# The suite starts more processes (a backend, a second one counting SQL statements) and
+# holds streams open: more time than one benchmark, still a smoke run.
+SUITE_TIMEOUT = 180
+# Each section's plots (file name prefixes), as bench/suite/<section>.py writes them.
+SECTION_PLOTS = ("growth_", "latency_", "throughput", "streams_", "replay_", "cost_")
+
+
+def smoke(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, str(script), "--smoke", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SUITE_TIMEOUT if script.stem == "suite" else TIMEOUT,
+    )
+    assert result.returncode == 0, f"{script.name} --smoke failed:\n{result.stderr}"
+    assert RESULT_ROW.search(result.stdout), (
+        f"{script.name} --smoke printed no result rows:\n{result.stdout}"
+    )
+    return result
 
 
 def test_the_benchmarks_are_found() -> None:
     assert BENCHMARKS, "no bench/*.py found"
 
 
-@pytest.mark.parametrize("script", BENCHMARKS, ids=lambda path: path.stem)
+@pytest.mark.parametrize(
+    "script", [b for b in BENCHMARKS if b.stem != "suite"], ids=lambda path: path.stem
+)
 def test_the_benchmark_runs_in_smoke_mode(script: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(script), "--smoke"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, f"{script.name} --smoke failed:\n{result.stderr}"
-    assert RESULT_ROW.search(result.stdout), (
-        f"{script.name} --smoke printed no result rows:\n{result.stdout}"
-    )
+    smoke(script)
+
+
+def test_the_suite_writes_its_tables_and_a_plot_per_section(tmp_path: Path) -> None:
+    smoke(REPO_ROOT / "bench" / "suite.py", "--out", str(tmp_path))
+    text = (tmp_path / "README.md").read_text()
+    for number, name in enumerate(
+        ("Growth", "Latency", "Throughput", "Streams", "Replay", "Cost"), start=1
+    ):
+        assert f"## {number}. {name}" in text, text
+    assert text.count("|---") >= 6, text
+    plots = sorted(p.name for p in tmp_path.glob("*.png"))
+    for prefix in SECTION_PLOTS:
+        assert any(p.startswith(prefix) for p in plots), f"no {prefix}* plot in {plots}"
+    for plot in tmp_path.glob("*.png"):
+        assert plot.read_bytes().startswith(b"\x89PNG"), plot.name
+        assert f"]({plot.name})" in text, f"{plot.name} is not shown in the markdown"
