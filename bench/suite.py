@@ -187,8 +187,9 @@ def main() -> None:
     header = [
         "# Benchmark results" + (" (smoke: the numbers mean nothing)" if args.smoke else ""),
         "",
-        f"Written by `.venv/bin/python bench/suite.py {' '.join(sys.argv[1:])}`".replace(" `", "`")
-        + f" in {time.monotonic() - started:.0f} s.",
+        "Written by `"
+        + " ".join([".venv/bin/python bench/suite.py", *sys.argv[1:]])
+        + f"` in {time.monotonic() - started:.0f} s.",
         "",
         machine(load_before, measured),
     ]

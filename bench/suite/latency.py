@@ -37,8 +37,8 @@ from bench.suite.common import (
 )
 
 NAME = "latency"
-TURNS = 200
-SMOKE_TURNS = 5
+TURNS = 100
+SMOKE_TURNS = 3
 THREAD_TURNS = 10
 CHUNKS = 8
 CHUNK_DELAY = 0.02
