@@ -4,6 +4,7 @@ tables and plots."""
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -208,3 +209,10 @@ def bar_plot(
     fig.savefig(path)
     plt.close(fig)
     return path.name
+
+
+def intro(doc: str | None, **values: object) -> str:
+    """A section module's docstring (after its first paragraph) for the results, with
+    the names of its sizes (`TURNS`…) replaced by the values this run used."""
+    body = (doc or "").split("\n\n", 1)[-1]
+    return re.sub(r"\b[A-Z][A-Z_]{2,}\b", lambda m: str(values.get(m.group(0), m.group(0))), body)

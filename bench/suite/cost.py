@@ -44,6 +44,7 @@ from bench.suite.common import (
     Table,
     bar_plot,
     fmt,
+    intro,
     question,
     row_line,
     timed_chat,
@@ -294,7 +295,12 @@ def report(results: dict[str, dict[str, Cost]], out: Path) -> Section:
     section = Section(
         NAME,
         "6. Cost: SQL statements, transactions and CPU per turn",
-        __doc__.split("\n\n", 1)[1] if __doc__ else "",
+        intro(
+            __doc__,
+            TURNS=max((c.turns for r in results.values() for c in r.values()), default="?"),
+            THREAD_TURNS=THREAD_TURNS,
+            IDLE_SECONDS="a few seconds",
+        ),
     )
     costs = {label: c for per_engine in results.values() for label, c in per_engine.items()}
     rows = []

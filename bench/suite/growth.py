@@ -23,10 +23,12 @@ import openai
 from bench.suite import peers
 from bench.suite.common import (
     HTTP_TIMEOUT,
+    QUESTION_BYTES,
     Engine,
     Section,
     Table,
     fmt,
+    intro,
     line_plot,
     median,
     question,
@@ -136,14 +138,14 @@ def report(results: dict[str, dict[str, Curve]], out: Path) -> Section:
     curves = {
         label: curve for per_engine in results.values() for label, curve in per_engine.items()
     }
+    turns = max((len(c.turn_seconds) for c in curves.values()), default=0)
     section = Section(
         NAME,
         "1. Growth: turn time and stored bytes per turn against turn number",
-        __doc__.split("\n\n", 1)[1] if __doc__ else "",
+        intro(__doc__, TURNS=turns, QUESTION_BYTES=f"{QUESTION_BYTES} B"),
     )
     if not curves:
         return section
-    turns = max(len(c.turn_seconds) for c in curves.values())
     spans = windows(turns)
     headers = ["curve"] + [f"turn ms, median {a}-{b}" for a, b in spans] + ["last/first"]
     time_rows = []

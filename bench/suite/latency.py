@@ -28,6 +28,7 @@ from bench.suite.common import (
     Section,
     Table,
     fmt,
+    intro,
     line_plot,
     median,
     percentile,
@@ -155,7 +156,7 @@ def report(results: dict[str, Latency], out: Path) -> Section:
     section = Section(
         NAME,
         "2. Latency: added over a direct upstream call with the same prompt",
-        __doc__.split("\n\n", 1)[1] if __doc__ else "",
+        intro(__doc__, CHUNKS=CHUNKS, CHUNK_DELAY=f"{CHUNK_DELAY} s", THREAD_TURNS=THREAD_TURNS),
     )
     rows = []
     for label, r in results.items():

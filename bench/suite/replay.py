@@ -26,6 +26,7 @@ from bench.suite.common import (
     admin_headers,
     bar_plot,
     fmt,
+    intro,
     median,
     percentile,
     row_line,
@@ -100,7 +101,12 @@ def report(results: dict[str, Replays], out: Path) -> Section:
     section = Section(
         NAME,
         "5. Replay and projection rebuild",
-        __doc__.split("\n\n", 1)[1] if __doc__ else "",
+        intro(
+            __doc__,
+            EVENTS=max((r.events for r in results.values()), default="?"),
+            REPLAYS=max((len(r.replay_seconds) for r in results.values()), default="?"),
+            REBUILDS=max((len(r.rebuild_seconds) for r in results.values()), default="?"),
+        ),
     )
     rows = []
     for label, r in results.items():

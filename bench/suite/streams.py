@@ -26,6 +26,7 @@ from bench.suite.common import (
     Section,
     Table,
     fmt,
+    intro,
     line_plot,
     question,
     row_line,
@@ -136,7 +137,7 @@ def report(results: dict[str, list[Hold]], out: Path) -> Section:
     section = Section(
         NAME,
         "4. Streams: open streams against the backend's RSS",
-        __doc__.split("\n\n", 1)[1] if __doc__ else "",
+        intro(__doc__, PIECES=len(PIECES), SAMPLE_SECONDS=f"{SAMPLE_SECONDS} s"),
     )
     rows = []
     for label, holds in results.items():

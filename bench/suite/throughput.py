@@ -25,6 +25,7 @@ from bench.suite.common import (
     Section,
     Table,
     fmt,
+    intro,
     line_plot,
     question,
     row_line,
@@ -46,6 +47,8 @@ class Throughput:
     by_clients: dict[int, float] = field(default_factory=dict)  # clients -> turns/s
     by_processes: dict[int, float] = field(default_factory=dict)  # processes -> turns/s
     failures: int = 0
+    seconds: float = 0.0
+    clients_for_processes: int = 0
 
 
 async def client_loop(
@@ -95,7 +98,7 @@ async def sustained(urls: list[str], clients: int, seconds: float) -> tuple[floa
 def measure(engine: Engine) -> Throughput:
     smoke = engine.smoke
     seconds = SMOKE_SECONDS if smoke else SECONDS
-    result = Throughput()
+    result = Throughput(seconds=seconds)
     for clients in SMOKE_CLIENTS if smoke else CLIENTS:
         rate, failed = asyncio.run(sustained([engine.backend.url], clients, seconds))
         engine.upstream.reset()
@@ -105,6 +108,7 @@ def measure(engine: Engine) -> Throughput:
     if engine.key != "postgres":
         return result
     clients = SMOKE_CLIENTS_FOR_PROCESSES if smoke else CLIENTS_FOR_PROCESSES
+    result.clients_for_processes = clients
     with ExitStack() as stack:
         urls = [engine.backend.url]
         for processes in PROCESSES:
@@ -123,7 +127,14 @@ def report(results: dict[str, Throughput], out: Path) -> Section:
     section = Section(
         NAME,
         "3. Throughput: sustained turns/s",
-        __doc__.split("\n\n", 1)[1] if __doc__ else "",
+        intro(
+            __doc__,
+            THREAD_TURNS=THREAD_TURNS,
+            SECONDS=f"{next(iter(results.values())).seconds:g} s" if results else "?",
+            CLIENTS_FOR_PROCESSES=max(
+                (r.clients_for_processes for r in results.values()), default="?"
+            ),
+        ),
     )
     clients = sorted({c for r in results.values() for c in r.by_clients})
     section.tables.append(
@@ -176,7 +187,7 @@ def report(results: dict[str, Throughput], out: Path) -> Section:
     }
     for label, r in results.items():
         if r.by_processes:
-            series[f"ours {label}, {CLIENTS_FOR_PROCESSES} clients, by processes"] = (
+            series[f"ours {label}, {r.clients_for_processes} clients, by processes"] = (
                 [float(p) for p in sorted(r.by_processes)],
                 [r.by_processes[p] for p in sorted(r.by_processes)],
             )
