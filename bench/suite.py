@@ -25,6 +25,7 @@ import argparse
 import datetime
 import importlib.metadata
 import os
+import pickle
 import platform
 import sqlite3
 import subprocess
@@ -91,8 +92,11 @@ def git_commit() -> str:
         return "?"
 
 
-def machine(load_before: tuple[float, float, float], engines: list[str]) -> str:
-    load_after = os.getloadavg()
+def machine(
+    load_before: tuple[float, float, float],
+    load_after: tuple[float, float, float],
+    engines: list[str],
+) -> str:
     versions = ", ".join(
         f"{name} {importlib.metadata.version(name)}"
         for name in ("langgraph", "langgraph-checkpoint-sqlite", "langgraph-checkpoint-postgres")
@@ -131,6 +135,11 @@ def main() -> None:
         "--stream-sizes",
         help=f"comma-separated; default {','.join(map(str, streams.SIZES))}",
     )
+    parser.add_argument(
+        "--report-from",
+        type=Path,
+        help="render OUT from the measurements a run saved (their path is printed) instead",
+    )
     parser.add_argument("--note", default="", help="a line added to the results' header")
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else set(NAMES)
@@ -144,6 +153,30 @@ def main() -> None:
     started = time.monotonic()
     results: dict[str, dict[str, Any]] = {name: {} for name in NAMES}
     measured: list[str] = []
+    if args.report_from:
+        saved = pickle.loads(args.report_from.read_bytes())
+        results, measured, load = saved["results"], saved["measured"], saved["load"]
+        seconds = saved["seconds"]
+    else:
+        measure_all(args, engine, only, results, measured)
+        saved_path = Path(tempfile.gettempdir()) / f"stubichat-bench-{os.getpid()}.pickle"
+        load, seconds = (load_before, os.getloadavg()), time.monotonic() - started
+        saved_path.write_bytes(
+            pickle.dumps(
+                {"results": results, "measured": measured, "load": load, "seconds": seconds}
+            )
+        )
+        print(f"\nmeasurements saved: {saved_path} (--report-from renders them again)")
+    write_report(args, out, only, results, measured, load, seconds)
+
+
+def measure_all(
+    args: argparse.Namespace,
+    engine: str,
+    only: set[str],
+    results: dict[str, dict[str, Any]],
+    measured: list[str],
+) -> None:
     with ExitStack() as stack:
         log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         upstream, agent = stack.enter_context(upstream_and_agent(log_dir))
@@ -181,6 +214,17 @@ def main() -> None:
                     results[module.NAME][label] = module.measure(current)
                     print(f"  ({time.monotonic() - section_started:.1f} s)", flush=True)
             measured.append(label)
+
+
+def write_report(
+    args: argparse.Namespace,
+    out: Path,
+    only: set[str],
+    results: dict[str, dict[str, Any]],
+    measured: list[str],
+    load: tuple[tuple[float, float, float], tuple[float, float, float]],
+    seconds: float,
+) -> None:
     sections = [
         module.report(results[module.NAME], out) for module in REPORT_ORDER if module.NAME in only
     ]
@@ -189,9 +233,9 @@ def main() -> None:
         "",
         "Written by `"
         + " ".join([".venv/bin/python bench/suite.py", *sys.argv[1:]])
-        + f"` in {time.monotonic() - started:.0f} s.",
+        + f"` in {seconds:.0f} s.",
         "",
-        machine(load_before, measured),
+        machine(*load, measured),
     ]
     if args.note:
         header.append(f"- {args.note}")
