@@ -14,7 +14,9 @@ The suite (`bench/suite.py`) writes its results too: here into a temporary `--ou
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,19 +38,27 @@ SUITE_TIMEOUT = 240
 SECTION_PLOTS = ("growth_", "latency_", "throughput", "streams_", "replay_", "cost_")
 
 
-def smoke(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
+def smoke(script: Path, *args: str) -> str:
+    """Its stdout. A benchmark over its time is killed with the processes it started
+    (its own session), so none outlives the test."""
+    process = subprocess.Popen(
         [sys.executable, str(script), "--smoke", *args],
         cwd=REPO_ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=SUITE_TIMEOUT if script.stem == "suite" else TIMEOUT,
+        start_new_session=True,
     )
-    assert result.returncode == 0, f"{script.name} --smoke failed:\n{result.stderr}"
-    assert RESULT_ROW.search(result.stdout), (
-        f"{script.name} --smoke printed no result rows:\n{result.stdout}"
-    )
-    return result
+    timeout = SUITE_TIMEOUT if script.stem == "suite" else TIMEOUT
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{script.name} --smoke took over {timeout} s:\n{stdout}\n{stderr}")
+    assert process.returncode == 0, f"{script.name} --smoke failed:\n{stderr}"
+    assert RESULT_ROW.search(stdout), f"{script.name} --smoke printed no result rows:\n{stdout}"
+    return stdout
 
 
 def test_the_benchmarks_are_found() -> None:
