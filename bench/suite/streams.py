@@ -1,7 +1,7 @@
 """Streams: open `/chat/stream` requests against the backend's resident memory.
 
-For each size N: the fake upstream is scripted to answer N streams slowly (PIECES
-pieces, long gaps, so that every stream is held open while the rest open), then N
+For each size N: the fake upstream is scripted to answer N streams slowly (pieces
+at most MAX_GAP apart, so that every stream is held open while the rest open), then N
 concurrent `POST /chat/stream` requests are sent from this process (each a new thread).
 A sampler reads the backend's VmRSS (/proc/<pid>/status) every SAMPLE_SECONDS with the
 number of streams open at that moment (a first `delta` received, the terminal event
@@ -14,7 +14,10 @@ opening rate so that all N are open at once.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,10 @@ from bench.support.stack import rss_bytes
 NAME = "streams"
 SIZES = (250, 500, 1000, 2000)
 SMOKE_SIZES = (5, 10)
-PIECES = [f"slow piece {i} of a held stream. " for i in range(4)]
+MIN_PIECES = 4
+# Under the agent's OPENAI_READ_TIMEOUT (60 s), which a longer silence of the upstream
+# would trip: a stream is held longer with more pieces, not longer gaps.
+MAX_GAP = 30.0
 SAMPLE_SECONDS = 0.2
 FIRST_OPEN_SECONDS = 0.08  # a guess of the seconds per stream opened, before any is measured
 
@@ -52,17 +58,27 @@ class Hold:
     failed: int = 0
     seconds_to_open: float = 0.0
     samples: list[tuple[float, int, int]] = field(default_factory=list)  # (t, open, rss)
+    errors: Counter[str] = field(default_factory=Counter)  # why streams failed
 
     @property
     def per_stream(self) -> float:
         return (self.rss_at_peak - self.rss_before) / self.peak_open if self.peak_open else 0.0
 
 
-async def hold(engine: Engine, n: int, chunk_delay: float) -> Hold:
+def pieces(count: int) -> list[str]:
+    return [f"slow piece {i} of a held stream. " for i in range(count)]
+
+
+async def hold(engine: Engine, n: int, held: float) -> Hold:
+    """N streams, each held about `held` seconds after its first piece."""
+    count = max(MIN_PIECES, math.ceil(held / MAX_GAP) + 1)
+    chunk_delay = held / (count - 1)
     pid = engine.backend.process.pid
     result = Hold(n, rss_before=rss_bytes(pid))
     engine.upstream.reset()
-    engine.upstream.script(*({"chunks": PIECES, "chunk_delay": chunk_delay} for _ in range(n)))
+    engine.upstream.script(
+        *({"chunks": pieces(count), "chunk_delay": chunk_delay} for _ in range(n))
+    )
     state = {"open": 0, "done": 0}
     started = time.monotonic()
 
@@ -74,6 +90,7 @@ async def hold(engine: Engine, n: int, chunk_delay: float) -> Hold:
             async with client.stream("POST", "/chat/stream", json=body) as response:
                 if response.status_code != 200:
                     result.failed += 1
+                    result.errors[f"HTTP {response.status_code}"] += 1
                     return
                 async for line in response.aiter_lines():
                     if line.startswith("event:"):
@@ -85,8 +102,12 @@ async def hold(engine: Engine, n: int, chunk_delay: float) -> Hold:
                             result.completed += 1
                         elif name in ("run.failed", "run.cancelled"):
                             result.failed += 1
-        except httpx.HTTPError:
+                    elif line.startswith("data:") and name == "run.failed":
+                        error = json.loads(line.partition(":")[2]).get("error") or {}
+                        result.errors[str(error.get("code", "run.failed"))] += 1
+        except httpx.HTTPError as exc:
             result.failed += 1
+            result.errors[type(exc).__name__] += 1
         finally:
             if counted:
                 state["open"] -= 1
@@ -121,11 +142,11 @@ def measure(engine: Engine) -> list[Hold]:
     results = []
     for n in engine.stream_sizes or (SMOKE_SIZES if engine.smoke else SIZES):
         # Long enough gaps for the last stream to open before the first one ends.
-        slack = 0.5 if engine.smoke else 2.0
-        chunk_delay = max(slack / 2, (n * per_stream_open * 1.5 + slack) / (len(PIECES) - 1))
+        slack = 1.5 if engine.smoke else 6.0
+        held = max(slack, n * per_stream_open * 1.5 + slack)
         if engine.smoke:  # a few streams: whether they all overlap matters little here
-            chunk_delay = min(chunk_delay, 1.0)
-        result = asyncio.run(hold(engine, n, chunk_delay))
+            held = min(held, 3.0)
+        result = asyncio.run(hold(engine, n, held))
         results.append(result)
         if result.peak_open:
             per_stream_open = max(per_stream_open, result.seconds_to_open / result.peak_open)
@@ -137,7 +158,7 @@ def report(results: dict[str, list[Hold]], out: Path) -> Section:
     section = Section(
         NAME,
         "4. Streams: open streams against the backend's RSS",
-        intro(__doc__, PIECES=len(PIECES), SAMPLE_SECONDS=f"{SAMPLE_SECONDS} s"),
+        intro(__doc__, MAX_GAP=f"{MAX_GAP:g} s", SAMPLE_SECONDS=f"{SAMPLE_SECONDS} s"),
     )
     rows = []
     for label, holds in results.items():
@@ -152,6 +173,8 @@ def report(results: dict[str, list[Hold]], out: Path) -> Section:
                     fmt(h.per_stream / 1024, 1),
                     f"{h.completed}/{h.streams}",
                     "yes" if h.completed == h.streams else "no",
+                    ", ".join(f"{k} {v}" for k, v in getattr(h, "errors", Counter()).items())
+                    or "-",
                 ]
             )
     section.tables.append(
@@ -166,6 +189,7 @@ def report(results: dict[str, list[Hold]], out: Path) -> Section:
                 "RSS growth per open stream (KiB)",
                 "completed",
                 "all completed",
+                "failures",
             ],
             rows,
         )
