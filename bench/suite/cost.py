@@ -80,6 +80,12 @@ class Cost:
     top: list[tuple[str, float]] = field(default_factory=list)  # statement -> per turn
 
 
+def normalised(sql: str) -> str:
+    """A statement with its literals as `?`: SQLite's trace shows them inlined."""
+    sql = re.sub(r"'(?:[^']|'')*'", "?", sql)
+    return re.sub(r"\b\d+(?:\.\d+)?\b", "?", sql)
+
+
 def kind(sql: str) -> str:
     text = sql.strip().lower()
     first = text.split(None, 1)[0] if text else ""
@@ -333,12 +339,19 @@ def report(results: dict[str, dict[str, Cost]], out: Path) -> Section:
         )
     )
     for label, c in costs.items():
-        if label.startswith("ours") and c.top:
+        merged: dict[str, float] = {}
+        for sql, calls in c.top:
+            merged[normalised(sql)] = merged.get(normalised(sql), 0.0) + calls
+        top = sorted(merged.items(), key=lambda item: -item[1])
+        if label.startswith("ours") and top:
             section.tables.append(
                 Table(
                     f"{label}: the most frequent statements (per turn)",
                     ["statement", "per turn"],
-                    [[f"`{sql[:110].replace('|', '/')}`", fmt(calls, 2)] for sql, calls in c.top],
+                    [
+                        [f"`{sql[:110].replace('|', '/')}`", fmt(calls, 2)]
+                        for sql, calls in top[:15]
+                    ],
                 )
             )
     bars = {label: dict(c.statements) for label, c in costs.items() if c.statements is not None}
