@@ -20,54 +20,20 @@ import asyncio
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.support.log import grow, message  # noqa: E402
 from main_backend.db import create_database  # noqa: E402
 from main_backend.events.store import EventStore  # noqa: E402
-from main_backend.events.types import MESSAGE_ADDED, THREAD_CREATED, NewEvent  # noqa: E402
 from tests.support import databases  # noqa: E402
 
 SIZES = (10, 1_000, 10_000)
 SAMPLES = 50
 SMOKE_SIZES = (10, 100)
 SMOKE_SAMPLES = 3
-
-
-def message(i: int) -> NewEvent:
-    role = "user" if i % 2 else "assistant"
-    return NewEvent(
-        MESSAGE_ADDED,
-        {
-            "message_id": str(uuid.uuid4()),
-            "role": role,
-            "content": f"message {i} " + "lorem ipsum " * 20,
-            "run_id": None,
-            "partial": False,
-        },
-    )
-
-
-async def grow(store: EventStore, thread_id: str, size: int) -> int:
-    version = (
-        await store.append(
-            thread_id,
-            [
-                NewEvent(
-                    THREAD_CREATED,
-                    {"owner": "bench", "title": None, "metadata": {}, "forked_from": None},
-                )
-            ],
-            0,
-        )
-    ).version
-    while version < size:
-        batch = [message(version + i) for i in range(min(500, size - version))]
-        version = (await store.append(thread_id, batch, version)).version
-    return version
 
 
 async def measure(database_url: str, label: str, sizes: tuple[int, ...], samples: int) -> None:

@@ -64,27 +64,31 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.conftest import FakeUpstream, agent_env, wait_healthy  # noqa: E402
+from bench.support.stack import (  # noqa: E402
+    FakeUpstream,
+    RowBytes,
+    ServiceProcess,
+    answered,
+    backend,
+    cpu_seconds,
+    upstream_and_agent,
+)
 from tests.support import databases  # noqa: E402
-from tests.support.servers import ServiceProcess  # noqa: E402
 
 TURNS = 4
 REGENERATED_TURN = 3  # its answer is regenerated: a turn after it is left on its branch
@@ -117,90 +121,6 @@ class Op:
 @dataclass
 class Report:
     failures: list[str] = field(default_factory=list)
-
-
-class RowBytes:
-    """The bytes of the live rows of every table of the database, per table."""
-
-    def __init__(self, database_url: str) -> None:
-        url = make_url(database_url)
-        self.sqlite = url.get_backend_name() == "sqlite"
-        driver = "sqlite" if self.sqlite else "postgresql+psycopg"
-        self.engine = sa.create_engine(url.set(drivername=driver))
-        with self.engine.connect() as conn:
-            if self.sqlite:
-                names = conn.execute(
-                    sa.text("SELECT name FROM sqlite_schema WHERE type = 'table'")
-                ).scalars()
-            else:
-                names = conn.execute(
-                    sa.text(
-                        "SELECT table_name FROM information_schema.tables "
-                        "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
-                    )
-                ).scalars()
-            self.tables = sorted(str(name) for name in names)
-        if self.sqlite:
-            listed = ", ".join(f"'{name}'" for name in self.tables)
-            self.sql = sa.text(
-                f"SELECT name, sum(payload) FROM dbstat WHERE name IN ({listed}) GROUP BY name"
-            )
-        else:
-            self.sql = sa.text(
-                " UNION ALL ".join(
-                    f"SELECT '{name}', coalesce(sum(pg_column_size(t.*)), 0) FROM \"{name}\" t"
-                    for name in self.tables
-                )
-            )
-
-    def read(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            found = {str(name): int(size or 0) for name, size in conn.execute(self.sql)}
-        return {name: found.get(name, 0) for name in self.tables}
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-
-@contextmanager
-def upstream_and_agent(log_dir: Path) -> Iterator[tuple[FakeUpstream, ServiceProcess]]:
-    """The fake OpenAI process and an llm_agent process in front of it (started, not
-    awaited: a backend's health check waits for it)."""
-    upstream = FakeUpstream()
-    try:
-        agent = ServiceProcess("llm_agent.main:app", agent_env(upstream), log_dir / "agent.log")
-        try:
-            yield upstream, agent
-        except BaseException:
-            print(f"----- llm_agent log\n{agent.output()[-4000:]}", file=sys.stderr)
-            raise
-        finally:
-            agent.stop()
-    finally:
-        upstream.close()
-
-
-@contextmanager
-def backend(database_url: str, agent: ServiceProcess, log_dir: Path) -> Iterator[ServiceProcess]:
-    """A main backend process on the database, healthy (so the agent is up too)."""
-    env = {"DATABASE_URL": database_url, "LLM_AGENT_URL": agent.url, "LOG_LEVEL": "WARNING"}
-    service = ServiceProcess("main_backend.main:app", env, log_dir / "backend.log")
-    try:
-        wait_healthy(service, timeout=60)
-        agent.wait_ready("/health")
-        yield service
-    except BaseException:
-        print(f"----- backend log\n{service.output()[-4000:]}", file=sys.stderr)
-        raise
-    finally:
-        service.stop()
-
-
-def answered(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code != 200:
-        raise RuntimeError(f"{response.request.url}: {response.status_code} {response.text}")
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def build_thread(client: httpx.Client) -> tuple[str, list[dict[str, Any]]]:
@@ -274,15 +194,6 @@ class Branching:
             raise RuntimeError(
                 f"{self.kind}: {len(versioned['sibling_ids'])} versions listed, not {expected}"
             )
-
-
-def cpu_seconds(pid: int) -> float:
-    """The CPU time (user + system) process `pid` has used so far (Linux: /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return math.nan
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(
