@@ -5,8 +5,11 @@ the write engine opens every transaction with `BEGIN IMMEDIATE`, so a writer
 takes the write lock up front and waits (busy_timeout) instead of failing with
 "database is locked" halfway through; reads use plain `BEGIN` and, in WAL mode,
 never block or wait for writers. On Postgres both are the same pooled engine
-with pre-ping, so the pool survives a server restart, over connections that
-never wait forever for the server (`pg_connection`).
+over connections that never wait forever for the server (`pg_connection`). The
+pool survives a server restart without pinging the server at every checkout (a
+round trip per read): a checkout first looks whether the server has closed the
+connection's socket (`_dead_on_checkout`), and a connection found dead is
+replaced before it is used.
 
 Every SQLite connection (the engines' and the checkpointer's) is a
 `SQLiteConnection`, which rolls back before it closes: see there why.
@@ -20,6 +23,7 @@ pool and aiosqlite connection, which SQLAlchemy does not wrap.
 from __future__ import annotations
 
 import contextlib
+import select
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +31,13 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from loguru import logger
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import await_
 
 from main_backend.pg_connection import DatabaseTimeouts, bounded_connection_class
 
@@ -148,11 +154,91 @@ def create_database(
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
         echo=echo,
         connect_args=connect_args,
     )
+    event.listen(engine.sync_engine, "checkout", _dead_on_checkout)
+    _retry_first_statement(engine, connect_args)
     return Database(engine=engine, writer=engine)
+
+
+def _dead_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Refuse a pooled connection whose server has gone (SQLAlchemy replaces it).
+
+    An idle connection has nothing to read: the server sends nothing unasked. A socket
+    that is readable (or a connection psycopg knows to be broken) means the server
+    closed it (a restart, `pg_terminate_backend`, an idle timeout), having said so
+    with a FATAL message (the engine never LISTENs; anything else unasked, a rare
+    notice, costs only a new connection). Looking costs a `select` with no wait, where a pre-ping
+    costs a round trip per checkout. A server that vanished without closing the
+    socket is not seen here: the statement fails, SQLAlchemy invalidates the pool's
+    connections, and the bounded connections (`pg_connection`) keep the wait short.
+    """
+    connection = dbapi_connection.driver_connection
+    if connection.closed or connection.broken:
+        raise DisconnectionError("the connection is closed")
+    try:
+        readable, _, _ = select.select([connection.fileno()], [], [], 0)
+    except (OSError, ValueError) as exc:  # a socket closed under us
+        raise DisconnectionError(f"the connection's socket is unusable: {exc}") from exc
+    if readable:
+        raise DisconnectionError("the server closed the connection")
+
+
+# The key, in a pooled connection's `info`, of "checked out and not used yet".
+_UNUSED = "stubichat_unused"
+
+
+def _retry_first_statement(engine: AsyncEngine, connect_args: dict[str, Any]) -> None:
+    """Run again, once, on a new connection, the first statement of a checkout that
+    finds the server gone (the server closed the connection after `_dead_on_checkout`
+    looked, or without a word).
+
+    Safe because nothing else ran on the connection: psycopg opens the transaction
+    with that statement, so there is no work to lose. SQLAlchemy never sees the
+    failure: the adapter's psycopg connection is replaced under it. Any later
+    statement's disconnect fails as before (SQLAlchemy then invalidates the pool).
+    """
+    dialect = engine.dialect
+    cargs, cparams = dialect.create_connect_args(engine.url)
+    cparams.update(connect_args)  # as the pool connects
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _mark_unused(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        record.info[_UNUSED] = True
+
+    @event.listens_for(engine.sync_engine, "do_execute")
+    def _execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool | None:
+        pooled = context.root_connection.connection
+        if not _take_unused(pooled):
+            return None  # SQLAlchemy executes it
+        try:
+            cursor.execute(statement, parameters)
+            return True
+        except psycopg.Error as exc:
+            adapter = pooled.dbapi_connection
+            if not dialect.is_disconnect(exc, adapter, cursor):  # type: ignore[arg-type]
+                raise
+            logger.warning("a pooled connection was dead ({}); retrying on a new one", exc)
+        fresh = dialect.connect(*cargs, **cparams)
+        with contextlib.suppress(psycopg.Error):
+            await_(adapter._connection.close())
+        adapter._connection = fresh._connection
+        context.cursor = retry = adapter.cursor()
+        retry.execute(statement, parameters)
+        return True
+
+    @event.listens_for(engine.sync_engine, "do_executemany")
+    def _executemany(_cursor: Any, _statement: str, _parameters: Any, context: Any) -> None:
+        _take_unused(context.root_connection.connection)
+
+
+def _take_unused(pooled: Any) -> bool:
+    """Whether the connection had not been used since its checkout (now it has)."""
+    try:
+        return bool(pooled.info.pop(_UNUSED, False))
+    except NotImplementedError:  # the engine's first connection, for the dialect's checks
+        return False
 
 
 def _sqlite(url: URL, busy_timeout_ms: int, echo: bool) -> Database:
