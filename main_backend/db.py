@@ -228,8 +228,13 @@ def _retry_first_statement(engine: AsyncEngine, connect_args: dict[str, Any]) ->
         retry.execute(statement, parameters)
         return True
 
+    # Other statements only count as the connection's use (run as SQLAlchemy runs them).
     @event.listens_for(engine.sync_engine, "do_executemany")
     def _executemany(_cursor: Any, _statement: str, _parameters: Any, context: Any) -> None:
+        _take_unused(context.root_connection.connection)
+
+    @event.listens_for(engine.sync_engine, "do_execute_no_params")
+    def _execute_no_params(_cursor: Any, _statement: str, context: Any) -> None:
         _take_unused(context.root_connection.connection)
 
 
