@@ -20,19 +20,20 @@ for long, and the pool's exponential reconnect backoff never grows past a few
 seconds, so a connection is made again soon after the database is back.
 
 Keys and pruning. The LangGraph thread of a turn is the Stubichat thread itself
-(`run_config`: thread id, root namespace ""), so the thread's latest checkpoint
-is what `graph.aget_state({"configurable": {"thread_id": ...}})` shows. Each run
+(`run_config`: thread id, root namespace ""), so the thread's latest checkpoint is
+what `graph.aget_state({"configurable": {"thread_id": ...}})` shows. Each run
 records its id in its checkpoints' metadata (`metadata["run_id"]`: LangGraph copies
 `config["metadata"]` into every checkpoint it saves), so SQL can tell a thread's
 runs apart. The runner saves one checkpoint per run, when its graph exits
-(`durability="exit"`), so a thread has few to prune. When a run is over, `prune_ended_run` keeps its last checkpoint and
-deletes the thread's older ones; `drop_run` deletes the checkpoints of a run whose
-input was never recorded. Both run over the saver's own connection, behind its
-lock, in one transaction. LangGraph checkpoint ids are time-ordered (uuid6), and
-neither ever deletes a checkpoint newer than the run's first unless it is the
-run's own: another run of the thread may start, and save checkpoints, before the
-previous run's pruning runs. Each checkpoint holds every channel's value (the
-turn graph has no `DeltaChannel`), so keeping only the latest loses nothing.
+(`durability="exit"`), so a thread has few to prune. When a run is over,
+`prune_ended_run` keeps its last checkpoint and deletes the thread's older ones;
+`drop_run` deletes the checkpoints of a run whose input was never recorded. Both run
+over the saver's own connection, behind its lock, in one transaction. LangGraph
+checkpoint ids are time-ordered (uuid6), and neither ever deletes a checkpoint newer
+than the run's first unless it is the run's own: another run of the thread may
+start, and save checkpoints, before the previous run's pruning runs. Each checkpoint
+holds every channel's value (the turn graph has no `DeltaChannel`), so keeping only
+the latest loses nothing.
 """
 
 from __future__ import annotations
