@@ -23,7 +23,6 @@ pool and aiosqlite connection, which SQLAlchemy does not wrap.
 from __future__ import annotations
 
 import contextlib
-import select
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_
 
-from main_backend.pg_connection import DatabaseTimeouts, bounded_connection_class
+from main_backend.pg_connection import DatabaseTimeouts, bounded_connection_class, server_closed
 
 # psycopg.OperationalError covers psycopg_pool.PoolTimeout and DatabaseUnresponsive;
 # sqlite3.OperationalError is "database is locked" past the busy timeout.
@@ -118,6 +117,10 @@ def normalize_database_url(raw: str) -> URL:
 class Database:
     engine: AsyncEngine
     writer: AsyncEngine
+    # For reads of one statement: on Postgres in autocommit, so a read is that one
+    # statement (no BEGIN, no ROLLBACK); the same engine as `engine` on SQLite. Not for
+    # server-side cursors (`stream`), which need a transaction.
+    reader: AsyncEngine
 
     @property
     def dialect(self) -> str:
@@ -159,29 +162,16 @@ def create_database(
     )
     event.listen(engine.sync_engine, "checkout", _dead_on_checkout)
     _retry_first_statement(engine, connect_args)
-    return Database(engine=engine, writer=engine)
+    return Database(
+        engine=engine, writer=engine, reader=engine.execution_options(isolation_level="AUTOCOMMIT")
+    )
 
 
 def _dead_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-    """Refuse a pooled connection whose server has gone (SQLAlchemy replaces it).
-
-    An idle connection has nothing to read: the server sends nothing unasked. A socket
-    that is readable (or a connection psycopg knows to be broken) means the server
-    closed it (a restart, `pg_terminate_backend`, an idle timeout), having said so
-    with a FATAL message (the engine never LISTENs; anything else unasked, a rare
-    notice, costs only a new connection). Looking costs a `select` with no wait, where a pre-ping
-    costs a round trip per checkout. A server that vanished without closing the
-    socket is not seen here: the statement fails, SQLAlchemy invalidates the pool's
-    connections, and the bounded connections (`pg_connection`) keep the wait short.
-    """
-    connection = dbapi_connection.driver_connection
-    if connection.closed or connection.broken:
-        raise DisconnectionError("the connection is closed")
-    try:
-        readable, _, _ = select.select([connection.fileno()], [], [], 0)
-    except (OSError, ValueError) as exc:  # a socket closed under us
-        raise DisconnectionError(f"the connection's socket is unusable: {exc}") from exc
-    if readable:
+    """Refuse a pooled connection whose server has gone (SQLAlchemy replaces it):
+    `pg_connection.server_closed`, no round trip. One the server drops after this look,
+    or without a word, is caught at its first statement (`_retry_first_statement`)."""
+    if server_closed(dbapi_connection.driver_connection):
         raise DisconnectionError("the server closed the connection")
 
 
@@ -221,8 +211,11 @@ def _retry_first_statement(engine: AsyncEngine, connect_args: dict[str, Any]) ->
                 raise
             logger.warning("a pooled connection was dead ({}); retrying on a new one", exc)
         fresh = dialect.connect(*cargs, **cparams)
+        dead = adapter._connection
+        # As the checkout set it (the reader's autocommit).
+        await_(fresh._connection.set_autocommit(dead.autocommit))
         with contextlib.suppress(psycopg.Error):
-            await_(adapter._connection.close())
+            await_(dead.close())
         adapter._connection = fresh._connection
         context.cursor = retry = adapter.cursor()
         retry.execute(statement, parameters)
@@ -273,4 +266,6 @@ def _sqlite(url: URL, busy_timeout_ms: int, echo: bool) -> Database:
         immediate = connection.get_execution_options().get("sqlite_immediate", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
-    return Database(engine=engine, writer=engine.execution_options(sqlite_immediate=True))
+    return Database(
+        engine=engine, writer=engine.execution_options(sqlite_immediate=True), reader=engine
+    )

@@ -9,8 +9,9 @@ probe on first use) is skipped for the same reason.
 SQLite: one `aiosqlite` connection of the saver's own to the app's file, in WAL
 mode with a busy timeout, since the app writes the same file from its other
 connections. Postgres: an `AsyncConnectionPool` with the connection settings
-the saver requires, and a check of every connection it hands out, so the pool
-survives a server restart. The saver serialises its own queries behind one
+the saver requires, and a check of every connection it hands out (a look at its
+socket, no round trip: `pg_connection.server_closed`), so the pool survives a
+server restart. The saver serialises its own queries behind one
 lock, so it never uses more than one connection at a time.
 
 When the pool has lost its connections (an outage), the pool's wait for a new
@@ -54,7 +55,11 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import URL
 
 from main_backend.db import SQLiteConnection, normalize_database_url
-from main_backend.pg_connection import DatabaseTimeouts, bounded_connection_class
+from main_backend.pg_connection import (
+    DatabaseTimeouts,
+    bounded_connection_class,
+    check_idle_connection,
+)
 
 __all__ = ["drop_run", "open_checkpointer", "prune_ended_run", "prune_thread", "run_config"]
 
@@ -180,7 +185,8 @@ async def _postgres_saver(
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
         min_size=1,
         max_size=max_size,
-        check=AsyncConnectionPool.check_connection,
+        # No ping per connection handed out: a look at its socket (pg_connection).
+        check=check_idle_connection,
         open=False,
         **bounds,
     )

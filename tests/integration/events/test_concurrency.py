@@ -153,3 +153,23 @@ async def test_a_checked_out_connection_found_dead_at_its_first_statement_is_rep
             admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
         assert await conn.scalar(sa.text("SELECT pg_backend_pid()")) != pid
     assert await store.current_version("t1") == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("engine_name", ["postgres"])
+async def test_a_read_found_dead_at_its_first_statement_runs_again_in_autocommit(
+    store: EventStore, db: Database, postgres_admin: str
+) -> None:
+    await store.append("t1", [thread_created()], 0)
+    async with db.reader.connect() as conn:
+        raw = await conn.get_raw_connection()
+        assert raw.driver_connection is not None
+        pid = raw.driver_connection.info.backend_pid
+        with psycopg.connect(postgres_admin, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+        assert await conn.scalar(sa.text("SELECT pg_backend_pid()")) != pid
+        # Still in autocommit: no transaction is open after the statement.
+        raw = await conn.get_raw_connection()
+        assert raw.driver_connection is not None
+        assert raw.driver_connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert await store.current_version("t1") == 1
