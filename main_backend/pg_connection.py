@@ -122,4 +122,6 @@ def server_closed(connection: AsyncConnection[Any]) -> bool:
 async def check_idle_connection(connection: AsyncConnection[Any]) -> None:
     """A psycopg pool's `check`: refuse a connection the server closed (no round trip)."""
     if server_closed(connection):
+        # Closed, so that the pool discards it rather than hand it out again.
+        await connection.close()
         raise psycopg.OperationalError("the server closed the connection")
