@@ -126,6 +126,13 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    @property
+    def lone_writer(self) -> AsyncEngine:
+        """For a write of one statement: on Postgres the autocommit `reader` (the
+        statement is its own transaction, no BEGIN and COMMIT around it); on SQLite the
+        `writer`, whose BEGIN IMMEDIATE takes the write lock up front."""
+        return self.writer if self.dialect == "sqlite" else self.reader
+
     async def dispose(self) -> None:
         await self.engine.dispose()
 
