@@ -5,8 +5,11 @@ the write engine opens every transaction with `BEGIN IMMEDIATE`, so a writer
 takes the write lock up front and waits (busy_timeout) instead of failing with
 "database is locked" halfway through; reads use plain `BEGIN` and, in WAL mode,
 never block or wait for writers. On Postgres both are the same pooled engine
-with pre-ping, so the pool survives a server restart, over connections that
-never wait forever for the server (`pg_connection`).
+over connections that never wait forever for the server (`pg_connection`). The
+pool survives a server restart without pinging the server at every checkout (a
+round trip per read): a checkout first looks whether the server has closed the
+connection's socket (`_dead_on_checkout`), and a connection found dead is
+replaced before it is used.
 
 Every SQLite connection (the engines' and the checkpointer's) is a
 `SQLiteConnection`, which rolls back before it closes: see there why.
@@ -27,13 +30,15 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from loguru import logger
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import await_
 
-from main_backend.pg_connection import DatabaseTimeouts, bounded_connection_class
+from main_backend.pg_connection import DatabaseTimeouts, bounded_connection_class, server_closed
 
 # psycopg.OperationalError covers psycopg_pool.PoolTimeout and DatabaseUnresponsive;
 # sqlite3.OperationalError is "database is locked" past the busy timeout.
@@ -112,10 +117,21 @@ def normalize_database_url(raw: str) -> URL:
 class Database:
     engine: AsyncEngine
     writer: AsyncEngine
+    # For reads of one statement: on Postgres in autocommit, so a read is that one
+    # statement (no BEGIN, no ROLLBACK); the same engine as `engine` on SQLite. Not for
+    # server-side cursors (`stream`), which need a transaction.
+    reader: AsyncEngine
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    @property
+    def lone_writer(self) -> AsyncEngine:
+        """For a write of one statement: on Postgres the autocommit `reader` (the
+        statement is its own transaction, no BEGIN and COMMIT around it); on SQLite the
+        `writer`, whose BEGIN IMMEDIATE takes the write lock up front."""
+        return self.writer if self.dialect == "sqlite" else self.reader
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -148,11 +164,86 @@ def create_database(
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
         echo=echo,
         connect_args=connect_args,
     )
-    return Database(engine=engine, writer=engine)
+    event.listen(engine.sync_engine, "checkout", _dead_on_checkout)
+    _retry_first_statement(engine, connect_args)
+    return Database(
+        engine=engine, writer=engine, reader=engine.execution_options(isolation_level="AUTOCOMMIT")
+    )
+
+
+def _dead_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Refuse a pooled connection whose server has gone (SQLAlchemy replaces it):
+    `pg_connection.server_closed`, no round trip. One the server drops after this look,
+    or without a word, is caught at its first statement (`_retry_first_statement`)."""
+    if server_closed(dbapi_connection.driver_connection):
+        raise DisconnectionError("the server closed the connection")
+
+
+# The key, in a pooled connection's `info`, of "checked out and not used yet".
+_UNUSED = "stubichat_unused"
+
+
+def _retry_first_statement(engine: AsyncEngine, connect_args: dict[str, Any]) -> None:
+    """Run again, once, on a new connection, the first statement of a checkout that
+    finds the server gone (the server closed the connection after `_dead_on_checkout`
+    looked, or without a word).
+
+    Safe because nothing else ran on the connection: psycopg opens the transaction
+    with that statement, so there is no work to lose. SQLAlchemy never sees the
+    failure: the adapter's psycopg connection is replaced under it. Any later
+    statement's disconnect fails as before (SQLAlchemy then invalidates the pool).
+    """
+    dialect = engine.dialect
+    cargs, cparams = dialect.create_connect_args(engine.url)
+    cparams.update(connect_args)  # as the pool connects
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _mark_unused(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        record.info[_UNUSED] = True
+
+    @event.listens_for(engine.sync_engine, "do_execute")
+    def _execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool | None:
+        pooled = context.root_connection.connection
+        if not _take_unused(pooled):
+            return None  # SQLAlchemy executes it
+        try:
+            cursor.execute(statement, parameters)
+            return True
+        except psycopg.Error as exc:
+            adapter = pooled.dbapi_connection
+            if not dialect.is_disconnect(exc, adapter, cursor):  # type: ignore[arg-type]
+                raise
+            logger.warning("a pooled connection was dead ({}); retrying on a new one", exc)
+        fresh = dialect.connect(*cargs, **cparams)
+        dead = adapter._connection
+        # As the checkout set it (the reader's autocommit).
+        await_(fresh._connection.set_autocommit(dead.autocommit))
+        with contextlib.suppress(psycopg.Error):
+            await_(dead.close())
+        adapter._connection = fresh._connection
+        context.cursor = retry = adapter.cursor()
+        retry.execute(statement, parameters)
+        return True
+
+    # Other statements only count as the connection's use (run as SQLAlchemy runs them).
+    @event.listens_for(engine.sync_engine, "do_executemany")
+    def _executemany(_cursor: Any, _statement: str, _parameters: Any, context: Any) -> None:
+        _take_unused(context.root_connection.connection)
+
+    @event.listens_for(engine.sync_engine, "do_execute_no_params")
+    def _execute_no_params(_cursor: Any, _statement: str, context: Any) -> None:
+        _take_unused(context.root_connection.connection)
+
+
+def _take_unused(pooled: Any) -> bool:
+    """Whether the connection had not been used since its checkout (now it has)."""
+    try:
+        return bool(pooled.info.pop(_UNUSED, False))
+    except NotImplementedError:  # the engine's first connection, for the dialect's checks
+        return False
 
 
 def _sqlite(url: URL, busy_timeout_ms: int, echo: bool) -> Database:
@@ -182,4 +273,6 @@ def _sqlite(url: URL, busy_timeout_ms: int, echo: bool) -> Database:
         immediate = connection.get_execution_options().get("sqlite_immediate", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
-    return Database(engine=engine, writer=engine.execution_options(sqlite_immediate=True))
+    return Database(
+        engine=engine, writer=engine.execution_options(sqlite_immediate=True), reader=engine
+    )

@@ -18,6 +18,7 @@ engines and the checkpointer's pool) is therefore bounded three ways:
 
 from __future__ import annotations
 
+import select
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -29,7 +30,13 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.errors import _WaitTimeout  # what `wait(…, timeout=…)` raises on expiry
 from psycopg.rows import Row
 
-__all__ = ["DatabaseTimeouts", "DatabaseUnresponsive", "bounded_connection_class"]
+__all__ = [
+    "DatabaseTimeouts",
+    "DatabaseUnresponsive",
+    "bounded_connection_class",
+    "check_idle_connection",
+    "server_closed",
+]
 
 # A live server answers a statement it has to cancel (statement_timeout) with an
 # error; the client waits this much longer before it decides the server is silent.
@@ -91,3 +98,30 @@ class BoundedConnection(AsyncConnection[Row]):
 def bounded_connection_class(timeouts: DatabaseTimeouts) -> type[BoundedConnection[Any]]:
     """A connection class for psycopg pools and SQLAlchemy's `async_creator_fn`."""
     return type("BoundedConnection", (BoundedConnection,), {"timeouts": timeouts})
+
+
+def server_closed(connection: AsyncConnection[Any]) -> bool:
+    """Whether the server has closed this idle connection, seen without a round trip.
+
+    An idle connection has nothing to read: the server sends nothing unasked. A socket
+    that is readable (or a connection psycopg knows to be broken) means the server
+    closed it (a restart, `pg_terminate_backend`, an idle timeout), having said so with
+    a FATAL message (the app never LISTENs; anything else unasked, a rare notice, costs
+    only a new connection). Looking costs a `select` with no wait, where a ping costs
+    a round trip. A server that vanished without closing the socket is not seen here.
+    """
+    if connection.closed or connection.broken:
+        return True
+    try:
+        readable, _, _ = select.select([connection.fileno()], [], [], 0)
+    except (OSError, ValueError):  # a socket closed under us
+        return True
+    return bool(readable)
+
+
+async def check_idle_connection(connection: AsyncConnection[Any]) -> None:
+    """A psycopg pool's `check`: refuse a connection the server closed (no round trip)."""
+    if server_closed(connection):
+        # Closed, so that the pool discards it rather than hand it out again.
+        await connection.close()
+        raise psycopg.OperationalError("the server closed the connection")

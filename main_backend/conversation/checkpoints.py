@@ -9,8 +9,9 @@ probe on first use) is skipped for the same reason.
 SQLite: one `aiosqlite` connection of the saver's own to the app's file, in WAL
 mode with a busy timeout, since the app writes the same file from its other
 connections. Postgres: an `AsyncConnectionPool` with the connection settings
-the saver requires, and a check of every connection it hands out, so the pool
-survives a server restart. The saver serialises its own queries behind one
+the saver requires, and a check of every connection it hands out (a look at its
+socket, no round trip: `pg_connection.server_closed`), so the pool survives a
+server restart. The saver serialises its own queries behind one
 lock, so it never uses more than one connection at a time.
 
 When the pool has lost its connections (an outage), the pool's wait for a new
@@ -20,23 +21,25 @@ for long, and the pool's exponential reconnect backoff never grows past a few
 seconds, so a connection is made again soon after the database is back.
 
 Keys and pruning. The LangGraph thread of a turn is the Stubichat thread itself
-(`run_config`: thread id, root namespace ""), so the thread's latest checkpoint
-is what `graph.aget_state({"configurable": {"thread_id": ...}})` shows. Each run
+(`run_config`: thread id, root namespace ""), so the thread's latest checkpoint is
+what `graph.aget_state({"configurable": {"thread_id": ...}})` shows. Each run
 records its id in its checkpoints' metadata (`metadata["run_id"]`: LangGraph copies
 `config["metadata"]` into every checkpoint it saves), so SQL can tell a thread's
-runs apart. When a run is over, `prune_ended_run` keeps its last checkpoint and
-deletes the thread's older ones; `drop_run` deletes the checkpoints of a run whose
-input was never recorded. Both run over the saver's own connection, behind its
-lock, in one transaction. LangGraph checkpoint ids are time-ordered (uuid6), and
-neither ever deletes a checkpoint newer than the run's first unless it is the
-run's own: another run of the thread may start, and save checkpoints, before the
-previous run's pruning runs. Each checkpoint holds every channel's value (the
-turn graph has no `DeltaChannel`), so keeping only the latest loses nothing.
+runs apart. The runner saves one checkpoint per run, when its graph exits
+(`durability="exit"`), so a thread has few to prune. When a run is over,
+`prune_ended_run` keeps its last checkpoint and deletes the thread's older ones;
+`drop_run` deletes the checkpoints of a run whose input was never recorded. Both run
+over the saver's own connection, behind its lock, in one transaction. LangGraph
+checkpoint ids are time-ordered (uuid6), and neither ever deletes a checkpoint newer
+than the run's first unless it is the run's own: another run of the thread may
+start, and save checkpoints, before the previous run's pruning runs. Each checkpoint
+holds every channel's value (the turn graph has no `DeltaChannel`), so keeping only
+the latest loses nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -52,7 +55,11 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import URL
 
 from main_backend.db import SQLiteConnection, normalize_database_url
-from main_backend.pg_connection import DatabaseTimeouts, bounded_connection_class
+from main_backend.pg_connection import (
+    DatabaseTimeouts,
+    bounded_connection_class,
+    check_idle_connection,
+)
 
 __all__ = ["drop_run", "open_checkpointer", "prune_ended_run", "prune_thread", "run_config"]
 
@@ -178,7 +185,8 @@ async def _postgres_saver(
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
         min_size=1,
         max_size=max_size,
-        check=AsyncConnectionPool.check_connection,
+        # No ping per connection handed out: a look at its socket (pg_connection).
+        check=check_idle_connection,
         open=False,
         **bounds,
     )
@@ -242,7 +250,6 @@ def _statements(style: str, run: str, writes: str) -> dict[str, str]:
 
 
 _SQLITE = _statements(":{}", f"json_extract(CAST(metadata AS TEXT), '$.{RUN_ID_KEY}')", "writes")
-_POSTGRES = _statements("%({})s", f"metadata ->> '{RUN_ID_KEY}'", "checkpoint_writes")
 
 
 async def _prune_sqlite(
@@ -270,67 +277,78 @@ async def _prune_sqlite(
         raise
 
 
+# One statement prunes a thread on Postgres (after its lock, in the same transaction):
+# its CTEs share one snapshot, so the checkpoints that stay are those of the thread that
+# `gone` did not take. Blobs go when a gone checkpoint named them and none that stays
+# does. A checkpoint being saved meanwhile names versions of its own run's earlier
+# checkpoints (never deleted while that run goes on, being newer than the pruned run's
+# first) or new ones, saved with it: a run's input rewrites every channel of the state.
+_PRUNE_POSTGRES = """
+WITH mine AS ({bounds}),
+gone AS (
+    DELETE FROM checkpoints c USING mine
+    WHERE c.thread_id = %(thread)s AND {doomed}
+    RETURNING c.checkpoint_ns, c.checkpoint_id, c.checkpoint -> 'channel_versions' AS versions
+),
+writes AS (
+    DELETE FROM checkpoint_writes w USING mine
+    WHERE w.thread_id = %(thread)s
+    AND ({before} OR w.checkpoint_id IN (SELECT checkpoint_id FROM gone))
+),
+unlink AS (
+    UPDATE checkpoints k SET parent_checkpoint_id = NULL FROM mine
+    WHERE {keep_last} AND k.thread_id = %(thread)s AND k.checkpoint_ns = ''
+    AND k.checkpoint_id = mine.last_id AND k.parent_checkpoint_id IS NOT NULL
+),
+freed AS (
+    SELECT DISTINCT g.checkpoint_ns, v.key AS channel, v.value AS version
+    FROM gone g, jsonb_each_text(g.versions) v
+),
+blobs AS (
+    DELETE FROM checkpoint_blobs b USING freed f
+    WHERE b.thread_id = %(thread)s AND b.checkpoint_ns = f.checkpoint_ns
+    AND b.channel = f.channel AND b.version = f.version
+    AND NOT EXISTS (
+        SELECT 1 FROM checkpoints c, jsonb_each_text(c.checkpoint -> 'channel_versions') v
+        WHERE c.thread_id = %(thread)s AND c.checkpoint_ns = f.checkpoint_ns
+        AND v.key = f.channel AND v.value = f.version
+        AND (c.checkpoint_ns, c.checkpoint_id) NOT IN (
+            SELECT checkpoint_ns, checkpoint_id FROM gone
+        )
+    )
+)
+SELECT count(*) AS gone FROM gone
+"""
+_RUN = f"metadata ->> '{RUN_ID_KEY}'"
+_PRUNE_POSTGRES_SQL = {
+    mode: _PRUNE_POSTGRES.format(
+        bounds=_BOUNDS.format(run=_RUN, thread="%(thread)s", run_id="%(run_id)s"),
+        doomed=(
+            "c.checkpoint_id < mine.last_id AND "
+            f"(c.{_RUN} = %(run_id)s OR c.checkpoint_id < mine.first_id)"
+            if keep_last
+            else f"c.{_RUN} = %(run_id)s"
+        ),
+        before="w.checkpoint_id < mine.first_id" if keep_last else "false",
+        keep_last="true" if keep_last else "false",
+    )
+    for mode, keep_last in (("keep_last", True), ("drop", False))
+}
+
+
 async def _prune_postgres(
     conn: AsyncConnection[DictRow], thread_id: str, run_id: str, keep_last: bool
 ) -> int:
     # One pruning of a thread at a time: two would delete the same rows in any order.
+    # The lock comes first, in a statement of its own: the pruning's snapshot is then
+    # taken after any other pruning of the thread committed.
     await conn.execute(
         "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (PRUNE_LOCK_CLASS, thread_id)
     )
-    params: dict[str, str | None] = {"thread": thread_id, "run_id": run_id}
-    bounds = await (await conn.execute(_POSTGRES["bounds"], params)).fetchone()
-    assert bounds is not None  # an aggregate: one row, nulls when the run has no checkpoint
-    params["first"], params["last"] = bounds["first_id"], bounds["last_id"]
-    params["before"] = params["first"] if keep_last else None
-    if params["last"] is None and keep_last:
-        return 0
-    mode = "keep_last" if keep_last else "drop"
-    await conn.execute(_POSTGRES[f"writes_{mode}"], params)
-    gone = await (
-        await conn.execute(
-            _POSTGRES[f"checkpoints_{mode}"]
-            + " RETURNING checkpoint_ns, checkpoint -> 'channel_versions' AS versions",
-            params,
-        )
-    ).fetchall()
-    if keep_last:
-        await conn.execute(_POSTGRES["unlink"], params)
-    await _drop_unused_blobs(conn, thread_id, gone)
-    return len(gone)
-
-
-async def _drop_unused_blobs(
-    conn: AsyncConnection[DictRow], thread_id: str, gone: Sequence[DictRow]
-) -> None:
-    """Delete the blobs that the deleted checkpoints used and no remaining one uses.
-
-    Only versions that a deleted checkpoint named can go. A checkpoint being saved
-    meanwhile names versions of its own run's earlier checkpoints (which are never
-    deleted while that run goes on, being newer than the pruned run's first) or new
-    ones, saved with it: a run's input rewrites every channel of the turn state.
-    """
-    freed = {
-        (row["checkpoint_ns"], channel, version)
-        for row in gone
-        for channel, version in (row["versions"] or {}).items()
-    }
-    if not freed:
-        return
-    used = await (
-        await conn.execute(
-            "SELECT DISTINCT c.checkpoint_ns, v.key, v.value FROM checkpoints c, "
-            "jsonb_each_text(c.checkpoint -> 'channel_versions') v WHERE c.thread_id = %s",
-            (thread_id,),
-        )
-    ).fetchall()
-    freed -= {(row["checkpoint_ns"], row["key"], row["value"]) for row in used}
-    if freed:
-        async with conn.cursor() as cursor:
-            await cursor.executemany(
-                "DELETE FROM checkpoint_blobs WHERE thread_id = %s AND checkpoint_ns = %s "
-                "AND channel = %s AND version = %s",
-                [(thread_id, *blob) for blob in sorted(freed)],
-            )
+    sql = _PRUNE_POSTGRES_SQL["keep_last" if keep_last else "drop"]
+    row = await (await conn.execute(sql, {"thread": thread_id, "run_id": run_id})).fetchone()
+    assert row is not None  # an aggregate: one row
+    return int(row["gone"])
 
 
 @asynccontextmanager

@@ -40,7 +40,7 @@ from main_backend.conversation.ids import (
     terminal_event_id,
 )
 from main_backend.conversation.progress import ProgressRecorder, RunProgress, TextBuffer
-from main_backend.conversation.prompt import prompt_at
+from main_backend.conversation.prompt import prompt_at, prompt_on_path, system_prompt_for
 from main_backend.conversation.turns import TurnPlan
 from main_backend.errors import EventIdConflict, VersionConflict
 from main_backend.events.fold import MessageState, message_from_event
@@ -78,6 +78,9 @@ class TurnState(TypedDict, total=False):
     # The message the run answers (its answer hangs under it); None for a run started
     # before threads were trees: then the thread's active leaf, its input.
     parent_id: str | None
+    # The thread's version once the input was recorded: where the outcome is appended
+    # unless the thread moved meanwhile (None: read it then).
+    version: int | None
     outcome: dict[str, Any]
 
 
@@ -91,6 +94,9 @@ class TurnContext:
     cancel_reason: CancelledBy = "user"
     # Which generation of the run this is: 1, then one more per take-over.
     attempt: int = 1
+    # Whether this invocation wrote the run's progress row (None: not known here, as
+    # when it resumed after call_llm); record_outcome empties only a row there may be.
+    progress_written: bool | None = None
 
 
 # What the graph streams (stream_mode="custom") to whoever listens.
@@ -156,19 +162,31 @@ def build_turn_graph(
             "params": plan.params,
             "prompt_version": plan.prompt_version,
             "parent_id": plan.parent_id,
+            "version": result.version,
         }
 
     async def call_llm(state: TurnState, runtime: Runtime[TurnContext]) -> TurnState:
         """Send the prompt at the run's `prompt_version` upstream; relay the answer."""
-        thread = await store.get_thread(state["thread_id"])
-        assert thread is not None
-        prompt = await prompt_at(
-            store,
-            thread,
-            state.get("parent_id") or thread.head_id,
-            deps.default_system_prompt,
-            deps.max_context_tokens,
-        )
+        plan, parent_id = runtime.context.plan, state.get("parent_id")
+        if plan is not None and parent_id is not None:
+            # The plan read the thread: its system prompt is fixed at its creation.
+            prompt = await prompt_on_path(
+                store,
+                state["thread_id"],
+                parent_id,
+                system_prompt_for(plan.system_prompt, deps.default_system_prompt),
+                deps.max_context_tokens,
+            )
+        else:
+            thread = await store.get_thread(state["thread_id"])
+            assert thread is not None
+            prompt = await prompt_at(
+                store,
+                thread,
+                parent_id or thread.head_id,
+                deps.default_system_prompt,
+                deps.max_context_tokens,
+            )
         params = state["params"]
         stream = deps.llm.stream(
             prompt.messages,
@@ -185,18 +203,20 @@ def build_turn_graph(
             outcome = await _generate(stream, runtime.context.cancel, state["model"], recorder.add)
         finally:
             await recorder.stop()
+            runtime.context.progress_written = recorder.written
         if outcome["status"] == "cancelled":
             outcome["cancelled_by"] = runtime.context.cancel_reason
         return {"outcome": outcome}
 
-    async def record_outcome(state: TurnState) -> TurnState:
+    async def record_outcome(state: TurnState, runtime: Runtime[TurnContext]) -> TurnState:
         ended = await append_outcome(store, state)
         logger.info("run {} at thread version {}", ended.status, ended.version)
         get_stream_writer()(ended)
-        try:
-            await deps.progress.ended(state["run_id"])
-        except Exception as exc:  # only keeps a spent row bigger than it need be
-            logger.warning("could not trim the progress of the ended run: {}", exc)
+        if runtime.context.progress_written is not False:
+            try:
+                await deps.progress.ended(state["run_id"])
+            except Exception as exc:  # only keeps a spent row bigger than it need be
+                logger.warning("could not trim the progress of the ended run: {}", exc)
         return {}
 
     graph = StateGraph(TurnState, context_schema=TurnContext)
@@ -403,15 +423,19 @@ async def append_outcome(store: EventStore, state: TurnState) -> RunEnded:
     if outcome["status"] == "cancelled" and outcome.get("cancelled_by") == "rollback":
         rollback = await _rollback(store, state)
     events = outcome_events(state, rollback)
+    # Where the input left the thread, unless a rollback moved it or it is not known.
+    version = state.get("version") if rollback is None else None
     while True:
-        version = await store.current_version(thread_id)
+        if version is None:
+            version = await store.current_version(thread_id)
         try:
             result = await store.append(thread_id, events, version)
             return ended_from_events(
                 [e for e in result.events if e.type not in _AFTER_THE_END], outcome.get("error")
             )
         except VersionConflict:
-            continue  # a title change landed meanwhile; the ids keep this idempotent
+            version = None  # a title change landed meanwhile; the ids keep this idempotent
+            continue
         except EventIdConflict:
             # The run was ended by someone else (closed as interrupted): report that.
             stored = await terminal_events(store, thread_id, run_id)

@@ -245,7 +245,7 @@ class RunLeases:
             )
 
     async def release(self, run_id: str) -> None:
-        async with self.db.writer.begin() as conn:
+        async with self.db.lone_writer.begin() as conn:
             await conn.execute(run_leases.delete().where(run_leases.c.run_id == run_id))
 
     async def orphans(self, limit: int = 50) -> list[OrphanRun]:

@@ -7,6 +7,12 @@ how long it generates, never on how many clients listen. Other replicas read the
 row (streams.py) and send what lies past the offset a client has seen. Once the
 run's end is in the log the text is emptied: the log holds the answer then, and the
 row keeps only the attempt that wrote it.
+
+No row reads as the first attempt with nothing generated yet, so a first attempt
+writes nothing before `SAVE_SECONDS` have passed: an answer that comes whole sooner
+costs no progress write at all (its listeners elsewhere read it from the log, as
+they would have `SAVE_SECONDS` later anyway). A later attempt writes its row at
+once, so listeners of an earlier one learn the answer starts again.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from loguru import logger
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 
 from main_backend.conversation.tables import run_progress
 from main_backend.db import Database
@@ -92,15 +98,15 @@ class RunProgress:
 
     async def save(self, run_id: str, thread_id: str, attempt: int, text: str) -> None:
         values = {"attempt": attempt, "text": text, "updated_at": datetime.now(UTC)}
+        insert = (postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert)(
+            run_progress
+        )
+        # One statement, whether the row is there yet or not.
+        upsert = insert.values(run_id=run_id, thread_id=thread_id, **values).on_conflict_do_update(
+            index_elements=[run_progress.c.run_id], set_=values
+        )
         async with self.db.writer.begin() as conn:
-            updated = await conn.execute(
-                run_progress.update().where(run_progress.c.run_id == run_id).values(**values)
-            )
-            if updated.rowcount == 0:
-                with contextlib.suppress(IntegrityError):  # a concurrent first save
-                    await conn.execute(
-                        run_progress.insert().values(run_id=run_id, thread_id=thread_id, **values)
-                    )
+            await conn.execute(upsert)
 
     async def get(self, run_id: str) -> Progress | None:
         async with self.db.engine.connect() as conn:
@@ -151,14 +157,18 @@ class ProgressRecorder:
         self.interval = interval
         self.text = TextBuffer()
         self.saved = 0
+        # Whether this attempt wrote the run's row (what `RunProgress.ended` empties).
+        self.written = False
         self._wake = asyncio.Event()
         self._closed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def begin(self) -> None:
-        """Say this attempt generates from the start: listeners of an earlier
-        attempt learn the answer starts again."""
-        await self.progress.save(self.run_id, self.thread_id, self.attempt, "")
+        """A later attempt says it generates from the start: listeners of an earlier
+        attempt learn the answer starts again. A first attempt has no row to correct."""
+        if self.attempt > 1:
+            await self.progress.save(self.run_id, self.thread_id, self.attempt, "")
+            self.written = True
         self._task = asyncio.create_task(self._loop(), name=f"progress {self.run_id}")
 
     def add(self, text: str) -> None:
@@ -178,13 +188,16 @@ class ProgressRecorder:
 
     async def _loop(self) -> None:
         while not self._closed.is_set():
+            # The first save too waits a period: an answer done by then is not saved.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), self.interval)
+            if self._closed.is_set():
+                return
             await self._wake.wait()
             self._wake.clear()
             if self._closed.is_set():
                 return
             await self._save()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closed.wait(), self.interval)
 
     async def _save(self) -> None:
         if self.text.length == self.saved:
@@ -193,5 +206,6 @@ class ProgressRecorder:
         try:
             await self.progress.save(self.run_id, self.thread_id, self.attempt, text)
             self.saved = len(text)
+            self.written = True
         except Exception as exc:
             logger.warning("could not save the progress of run {}: {}", self.run_id, exc)

@@ -88,9 +88,9 @@ async def collect_history(
     return selected
 
 
-def system_prompt_for(thread: ThreadState, default: str | None) -> str | None:
+def system_prompt_for(own: str | None, default: str | None) -> str | None:
     """The thread's own system prompt, else the deployment's SYSTEM_PROMPT."""
-    return thread.system_prompt or default
+    return own or default
 
 
 async def prompt_at(
@@ -101,9 +101,19 @@ async def prompt_at(
     max_context_tokens: int,
 ) -> Prompt:
     """The prompt a turn answering `leaf_id` sends: what fits of its path, newest first."""
-    system_prompt = system_prompt_for(thread, default_system_prompt)
+    system_prompt = system_prompt_for(thread.system_prompt, default_system_prompt)
+    return await prompt_on_path(store, thread.thread_id, leaf_id, system_prompt, max_context_tokens)
+
+
+async def prompt_on_path(
+    store: EventStore,
+    thread_id: str,
+    leaf_id: str | None,
+    system_prompt: str | None,
+    max_context_tokens: int,
+) -> Prompt:
+    """`prompt_at` for a caller that knows the system prompt (the thread is not read)."""
     history = await collect_history(
-        store.iter_path(thread.thread_id, leaf_id),
-        history_budget(system_prompt, max_context_tokens),
+        store.iter_path(thread_id, leaf_id), history_budget(system_prompt, max_context_tokens)
     )
     return assemble_prompt(system_prompt, history)

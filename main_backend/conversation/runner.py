@@ -234,8 +234,10 @@ class TurnRunner:
     async def _stream(
         self, handle: RunHandle, state: TurnState | None, config: Any, context: TurnContext
     ) -> None:
+        # One checkpoint, at the exit: a crash before it resumes from the run's
+        # run.started (the log), which is all a checkpoint per step would have offered.
         async for event in self.graph.astream(
-            state, config, context=context, stream_mode="custom", durability="sync"
+            state, config, context=context, stream_mode="custom", durability="exit"
         ):
             # The custom stream yields exactly what the nodes wrote: RunEvents.
             await handle.publish(cast(RunEvent, event))

@@ -110,6 +110,9 @@ class TurnPlan:
     events: list[NewEvent]
     model: str
     params: dict[str, Any] = field(default_factory=dict)
+    # The thread's own system prompt (fixed when the thread is created), as planned:
+    # the run's prompt is built without reading the thread again.
+    system_prompt: str | None = None
 
     @property
     def request_id(self) -> str | None:
@@ -183,6 +186,7 @@ async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> Tur
             )
         ]
         parent_id = None
+        system_prompt = command.system_prompt
     else:
         thread = await owned_thread(store, command.thread_id, command.user)
         for name in ("system_prompt", "metadata"):
@@ -202,6 +206,7 @@ async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> Tur
             await _require_unanswered_question(store, thread)
         thread_id, expected_version = thread.thread_id, thread.version
         parent_id = thread.head_id if under is None else under.parent_id
+        system_prompt = thread.system_prompt
     params = {"temperature": command.temperature, "max_tokens": command.max_tokens}
     return _start_plan(
         thread_id,
@@ -213,6 +218,7 @@ async def plan_turn(store: EventStore, command: ChatCommand, run_id: str) -> Tur
         params,
         metadata,
         parent_id,
+        system_prompt,
     )
 
 
@@ -259,6 +265,7 @@ def plan_queued_start(thread: ThreadState, queued: StoredEvent) -> TurnPlan:
         dict(data["params"]),
         dict(queued.metadata),
         data.get("parent_id", thread.head_id),
+        thread.system_prompt,
     )
 
 
@@ -304,6 +311,7 @@ def _start_plan(
     params: dict[str, Any],
     metadata: dict[str, Any],
     parent_id: str | None,
+    system_prompt: str | None,
 ) -> TurnPlan:
     """`inputs` hang under `parent_id`, each under the one before; the run answers the
     last of them (`parent_id` itself when there are none: a regeneration)."""
@@ -338,7 +346,8 @@ def _start_plan(
         metadata,
         run_started_id(run_id),
     )
-    return TurnPlan(thread_id, run_id, expected_version, [*head, *messages, started], model, params)
+    events = [*head, *messages, started]
+    return TurnPlan(thread_id, run_id, expected_version, events, model, params, system_prompt)
 
 
 def _metadata_update(

@@ -186,17 +186,17 @@ class EventStore:
             self.on_conflict()
 
     async def current_version(self, thread_id: str) -> int:
-        async with self.db.engine.connect() as conn:
+        async with self.db.reader.connect() as conn:
             return await _current_version(conn, thread_id)
 
     async def get_thread(self, thread_id: str, owner: str | None = None) -> ThreadState | None:
         """The thread's read model (deleted ones included unless `owner` is given:
         then only that owner's live thread, checked in the same query)."""
-        async with self.db.engine.connect() as conn:
+        async with self.db.reader.connect() as conn:
             return await projections.load_thread(conn, thread_id, owner)
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
-        async with self.db.engine.connect() as conn:
+        async with self.db.reader.connect() as conn:
             row = (
                 await conn.execute(
                     sa.select(events_table).where(events_table.c.event_id == event_id)
@@ -344,7 +344,7 @@ class EventStore:
                 .where(up.c.thread_id == thread_id)
                 .order_by(up.c.depth)
             )
-            async with self.db.engine.connect() as conn:
+            async with self.db.reader.connect() as conn:
                 rows = (await conn.execute(query)).all()
             for row in rows:
                 if row.message_id in seen:

@@ -49,9 +49,11 @@ def test_queued_runs_are_answered_in_order_after_the_driving_replica_dies(
         driver = backends.start()
         upstream.script({"chunks": [f"p{i} " for i in range(300)], "chunk_delay": 0.05})
     else:
-        # A's second append is run 1's answer: it dies right after it, before the
-        # next queued run is started (the queue's start then falls to the sweeper).
-        driver = backends.start("tests.support.crashing_backend:app", CRASH_AT="append-after:2")
+        # A's second append is run 1's answer at the version its input left, refused
+        # (the queued runs moved the thread); its third, at the thread's version, is
+        # stored: it dies right after it, before the next queued run is started (the
+        # queue's start then falls to the sweeper).
+        driver = backends.start("tests.support.crashing_backend:app", CRASH_AT="append-after:3")
         upstream.script({"chunks": [f"p{i} " for i in range(20)], "chunk_delay": 0.1})
     survivor = backends.start()
     with httpx.Client(timeout=HTTP_TIMEOUT) as client:

@@ -8,6 +8,7 @@ import sys
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 from main_backend.db import Database
 from main_backend.events.store import EventStore
@@ -159,6 +160,45 @@ async def test_the_pool_survives_dropped_server_connections(
             (database,),
         ).fetchone()
     assert killed is not None and killed[0] >= 1, "no pooled connection was open to kill"
-    # Pooled connections are dead now; pre-ping replaces them transparently.
+    # Pooled connections are dead now; the checkout replaces them transparently.
     await store.append("t1", [message_added("after the restart")], 1)
     assert await store.current_version("t1") == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("engine_name", ["postgres"])
+async def test_a_checked_out_connection_found_dead_at_its_first_statement_is_replaced(
+    store: EventStore, db: Database, postgres_admin: str
+) -> None:
+    """The server drops the connection after the checkout looked at it (here: while it
+    is checked out, unused): its first statement runs again on a new connection."""
+    await store.append("t1", [thread_created()], 0)
+    async with db.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        assert raw.driver_connection is not None
+        pid = raw.driver_connection.info.backend_pid
+        with psycopg.connect(postgres_admin, autocommit=True) as admin:
+            # With a timeout, it returns once the backend has gone.
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+        assert await conn.scalar(sa.text("SELECT pg_backend_pid()")) != pid
+    assert await store.current_version("t1") == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("engine_name", ["postgres"])
+async def test_a_read_found_dead_at_its_first_statement_runs_again_in_autocommit(
+    store: EventStore, db: Database, postgres_admin: str
+) -> None:
+    await store.append("t1", [thread_created()], 0)
+    async with db.reader.connect() as conn:
+        raw = await conn.get_raw_connection()
+        assert raw.driver_connection is not None
+        pid = raw.driver_connection.info.backend_pid
+        with psycopg.connect(postgres_admin, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+        assert await conn.scalar(sa.text("SELECT pg_backend_pid()")) != pid
+        # Still in autocommit: no transaction is open after the statement.
+        raw = await conn.get_raw_connection()
+        assert raw.driver_connection is not None
+        assert raw.driver_connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert await store.current_version("t1") == 1
