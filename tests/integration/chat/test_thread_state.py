@@ -21,7 +21,8 @@ def test_a_new_run_starts_from_a_clean_state(
     assert state.values["run_id"] == first["run_id"] and state.values["recorded"]
     assert state.values["outcome"]["content"] == "First answer."
 
-    # Look while the second run generates: all its checkpoints so far are stored.
+    # Look while the second run generates: a run saves its one checkpoint at its exit
+    # (durability "exit"), so the thread still holds only the first run's.
     upstream.script({"chunks": ["Second ", "answer."], "chunk_delay": 1.5})
     with backend.stream(
         "POST", "/chat/stream", json=ask("Second question", thread_id=thread_id)
@@ -32,38 +33,23 @@ def test_a_new_run_starts_from_a_clean_state(
             seen.append(line)
             if line == "event: delta":
                 break
-        during = graph_state(database_url, thread_id)
-        second = during.values["run_id"]
-        history = graph_history(database_url, thread_id, second)
-        before = checkpoint_runs(database_url, thread_id)
+        during = checkpoint_runs(database_url, thread_id)
         seen.extend(lines)
     events = parse_sse("\n".join(seen))
-    assert events[0].data["run_id"] == second != first["run_id"]
+    second = events[0].data["run_id"]
+    assert second != first["run_id"]
     assert events[-1].event == "run.completed"
+    assert during == [(thread_id, first["run_id"])]
 
-    # The run went on top of the first run's last checkpoint, ...
-    assert before[0] == (thread_id, first["run_id"])
-    assert {run for _, run in before[1:]} == {second}
-    # ... and nothing of the first run's state reached it: the START step saw `recorded`
-    # unset and routed to record_input, and the run's outcome is unknown until call_llm.
-    assert during.next == ("call_llm",)
-    assert during.values["outcome"] is None
-    assert during.values["prompt_version"] == 6  # the second question's version
+    # Once it ended, its checkpoint is the thread's, and nothing of the first run's state
+    # reached it: every field is the second run's own.
+    after = graph_state(database_url, thread_id)
+    assert after.next == ()
+    assert after.values["run_id"] == second and after.values["recorded"]
+    assert after.values["outcome"]["content"] == "Second answer."
+    assert after.values["prompt_version"] == 6  # the second question's version
     # The message the run answers: its question.
-    assert during.values["parent_id"] == events[0].data["messages"][-1]["id"]
-    start = [s for s in history if s.metadata and s.metadata["source"] == "loop"][-1]
-    assert start.next == ("record_input",)
-    request_id = start.values["request_id"]
-    assert isinstance(request_id, str) and request_id
-    assert start.values == {
-        "thread_id": thread_id,
-        "run_id": second,
-        "request_id": request_id,
-        "user": "local",
-        "recorded": None,
-        "model": None,
-        "params": None,
-        "prompt_version": None,
-        "parent_id": None,
-        "outcome": None,
-    }
+    assert after.values["parent_id"] == events[0].data["messages"][-1]["id"]
+    assert after.values["request_id"] != state.values["request_id"]
+    history = graph_history(database_url, thread_id, second)
+    assert history and all(s.metadata and s.metadata["run_id"] == second for s in history)
