@@ -193,13 +193,7 @@ def report(results: dict[str, Latency], out: Path) -> Section:
         )
     )
     if results:
-        series = {}
-        for label, r in results.items():
-            ordered = sorted(v * 1000 for v in r.added)
-            series[f"ours {label}"] = (
-                ordered,
-                [(i + 1) / len(ordered) for i in range(len(ordered))],
-            )
+        series = {f"ours {label}": _cdf_ms(r.added) for label, r in results.items()}
         section.plots.append(
             line_plot(
                 out / "latency_added_cdf.png",
@@ -209,13 +203,7 @@ def report(results: dict[str, Latency], out: Path) -> Section:
                 series,
             )
         )
-        ttft = {}
-        for label, r in results.items():
-            ordered = sorted(v * 1000 for v in r.added_ttft)
-            ttft[f"ours {label}"] = (
-                ordered,
-                [(i + 1) / len(ordered) for i in range(len(ordered))],
-            )
+        ttft = {f"ours {label}": _cdf_ms(r.added_ttft) for label, r in results.items()}
         section.plots.append(
             line_plot(
                 out / "latency_added_ttft_cdf.png",
@@ -226,3 +214,9 @@ def report(results: dict[str, Latency], out: Path) -> Section:
             )
         )
     return section
+
+
+def _cdf_ms(seconds: list[float]) -> tuple[list[float], list[float]]:
+    """An empirical CDF of durations, in milliseconds: (sorted values, fractions)."""
+    ordered = sorted(v * 1000 for v in seconds)
+    return ordered, [(i + 1) / len(ordered) for i in range(len(ordered))]
